@@ -1,0 +1,705 @@
+"""The state of one emulated Cloudflare Images account, and the API operations on it.
+
+:class:`ImagesBackend` is usable without HTTP: its methods are named after the API
+operations, take the API's parameters and raise the exceptions of
+:mod:`airflow_provider_cfimages.emulator.errors`. The HTTP layer
+(:mod:`airflow_provider_cfimages.emulator.server`) only parses requests and calls it.
+
+How it stays fast at a million images:
+
+- every image is kept as its JSON encoding (``bytes``, made once with msgspec when the
+  image is seeded, uploaded or updated), so a list page is a ``b",".join`` of a slice;
+- images are kept sorted by a string key that orders as ``(uploaded, id)``, in parallel
+  ``keys``/``blobs`` lists (plus one pair per creator for the ``creator`` filter), so a
+  page is a binary search and a slice;
+- continuation tokens name a keyset position (the key of the last image served), not an
+  offset, so images uploaded or deleted between two pages never make an image that
+  existed for the whole listing appear twice or not at all.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+import threading
+import uuid
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import msgspec
+
+from airflow_provider_cfimages.emulator.errors import (
+    AccountNotAuthorized,
+    BadRequest,
+    ImageNotFound,
+    ResourceAlreadyExists,
+    ServiceLimitReached,
+)
+from airflow_provider_cfimages.emulator.seed import (
+    DEFAULT_VARIANTS,
+    MAX_METADATA_BYTES,
+    account_hash_for,
+    generate_images,
+    read_seed_file,
+    variant_urls,
+)
+from airflow_provider_cfimages.emulator.timestamps import format_uploaded, now_ms, parse_uploaded
+
+SortOrder = Literal["asc", "desc"]
+
+PER_PAGE_MIN = 10
+PER_PAGE_MAX = 10_000
+PER_PAGE_DEFAULT = 1000
+DEFAULT_ALLOWED = 100_000
+#: continuation tokens remembered at most (the oldest are forgotten first)
+MAX_TOKENS = 1_000_000
+ACCOUNT_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
+_UUID_PATTERN = re.compile(
+    r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
+)
+# Keys order as (uploaded, id): a fixed-width count of microseconds since year 1, then the id.
+_KEY_OFFSET_US = 62_135_596_800 * 1_000_000
+_KEY_WIDTH = 18
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
+
+
+def sort_key(uploaded: str, image_id: str) -> str:
+    """The string whose order is the ``(uploaded, id)`` order of images."""
+    return f"{parse_uploaded(uploaded) + _KEY_OFFSET_US:0{_KEY_WIDTH}d}|{image_id}"
+
+
+def _id_of(key: str) -> str:
+    return key[_KEY_WIDTH + 1 :]
+
+
+@dataclass
+class _SortedImages:
+    """Images sorted by key: parallel lists of keys and of encoded images."""
+
+    keys: list[str] = field(default_factory=list)
+    blobs: list[bytes] = field(default_factory=list)
+
+    def insert(self, key: str, blob: bytes) -> None:
+        position = bisect_left(self.keys, key)
+        self.keys.insert(position, key)
+        self.blobs.insert(position, blob)
+
+    def position(self, key: str) -> int:
+        position = bisect_left(self.keys, key)
+        if position == len(self.keys) or self.keys[position] != key:
+            raise KeyError(key)
+        return position
+
+    def remove(self, key: str) -> None:
+        position = self.position(key)
+        del self.keys[position]
+        del self.blobs[position]
+
+    def replace(self, key: str, blob: bytes) -> None:
+        self.blobs[self.position(key)] = blob
+
+    def copy(self) -> _SortedImages:
+        return _SortedImages(list(self.keys), list(self.blobs))
+
+
+class V2Page(NamedTuple):
+    """One page of List images V2, with the images still encoded (the HTTP fast path)."""
+
+    blobs: list[bytes]
+    continuation_token: str | None
+
+
+@dataclass(frozen=True)
+class _Cursor:
+    sort_order: SortOrder
+    creator: str | None
+    last_key: str
+
+
+@dataclass
+class _State:
+    """Everything :meth:`ImagesBackend.reset` restores."""
+
+    all: _SortedImages = field(default_factory=_SortedImages)
+    by_creator: dict[str, _SortedImages] = field(default_factory=dict)
+    by_id: dict[str, str] = field(default_factory=dict)  # id -> key
+    creator_of: dict[str, str] = field(default_factory=dict)  # id -> creator
+
+    def copy(self) -> _State:
+        return _State(
+            self.all.copy(),
+            {creator: images.copy() for creator, images in self.by_creator.items()},
+            dict(self.by_id),
+            dict(self.creator_of),
+        )
+
+
+def _parse_int(name: str, value: int | str | None, default: int) -> int:
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        raise BadRequest(f"{name} must be a number")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and re.fullmatch(r"\s*\d{1,9}\s*", value):
+        return int(value)
+    raise BadRequest(f"{name} must be a number, got {value!r}")
+
+
+def _parse_per_page(value: int | str | None) -> int:
+    per_page = _parse_int("per_page", value, PER_PAGE_DEFAULT)
+    if not PER_PAGE_MIN <= per_page <= PER_PAGE_MAX:
+        raise BadRequest(
+            f"per_page must be between {PER_PAGE_MIN} and {PER_PAGE_MAX}, got {per_page}"
+        )
+    return per_page
+
+
+def _parse_bool(name: str, value: bool | str | None) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    lowered = value.strip().lower()
+    if lowered in ("true", "1"):
+        return True
+    if lowered in ("false", "0"):
+        return False
+    raise BadRequest(f"{name} must be true or false, got {value!r}")
+
+
+def _parse_metadata(value: dict[str, Any] | str | bytes | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)):
+        try:
+            value = _decode(value)
+        except msgspec.DecodeError as exc:
+            raise BadRequest(f"metadata must be a JSON object: {exc}") from None
+    if not isinstance(value, dict):
+        raise BadRequest("metadata must be a JSON object")
+    if len(_encode(value)) > MAX_METADATA_BYTES:
+        raise BadRequest(f"metadata must not exceed {MAX_METADATA_BYTES} bytes")
+    return value
+
+
+def _uploaded_string(value: str | int | datetime | None) -> str:
+    if value is None:
+        return format_uploaded(now_ms())
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return format_uploaded(int(value.timestamp() * 1000))
+    if isinstance(value, int):
+        return format_uploaded(value)
+    parse_uploaded(value)  # raises ValueError when it is not RFC 3339
+    return value
+
+
+class ImagesBackend:
+    """One Cloudflare Images account: its images and the API operations on them.
+
+    Thread-safe: every operation holds one lock for the few microseconds it needs; building
+    a page body (joining up to 10,000 encoded images) happens outside it.
+
+    :param account_id: the 32-hex account id; random when not given.
+    :param account_hash: the delivery hash in variant URLs; derived from the id when not given.
+    :param variants: the account's variant names (every image lists all of them).
+    :param allowed: ``stats.count.allowed``; uploads beyond it fail with 5453. When not given,
+        100,000 or the inventory size, whichever is larger, and uploads are never refused.
+    """
+
+    def __init__(
+        self,
+        account_id: str | None = None,
+        *,
+        account_hash: str | None = None,
+        variants: tuple[str, ...] = DEFAULT_VARIANTS,
+        allowed: int | None = None,
+    ) -> None:
+        self.account_id = account_id or os.urandom(16).hex()
+        if not ACCOUNT_ID_PATTERN.match(self.account_id):
+            raise ValueError(f"account_id must be 32 lowercase hex characters: {account_id!r}")
+        self.account_hash = account_hash or account_hash_for(self.account_id)
+        self.variants = tuple(variants)
+        self.allowed = allowed
+        #: False makes every operation fail with 5403, like an account without Images.
+        self.images_enabled = True
+        #: where direct-upload URLs point; the HTTP server points it at itself.
+        self.direct_upload_base_url = f"https://upload.imagedelivery.net/{self.account_hash}"
+        self._lock = threading.RLock()
+        self._state = _State()
+        self._baseline = _State()
+        self._drafts: dict[str, dict[str, Any]] = {}
+        self._tokens: dict[str, _Cursor] = {}
+        # Tokens are a keyed hash of the cursor: the same position always gets the same token,
+        # and a token that was not issued here cannot be forged or edited into another one.
+        self._token_key = hashlib.sha256(f"tokens:{self.account_id}".encode()).digest()[:32]
+
+    # --- inventory -------------------------------------------------------------------
+
+    def seed(self, count: int, seed: int = 0) -> int:
+        """Add ``count`` generated images (see :mod:`~.seed`) and make them the baseline.
+
+        :returns: the number of images added.
+        """
+        images = generate_images(count, seed, account_hash=self.account_hash, variants=self.variants)
+        return self.load(images)
+
+    def seed_from_file(self, path: str | Path) -> int:
+        """Add the images of a JSON / JSON Lines file (kept as written) as the baseline."""
+        return self.load(read_seed_file(path))
+
+    def load(self, images: Iterable[dict[str, Any]], *, as_baseline: bool = True) -> int:
+        """Add images given as API dicts, kept exactly as given (unknown keys included).
+
+        :param images: each needs a string ``id`` and an RFC 3339 ``uploaded``.
+        :param as_baseline: make the resulting inventory what :meth:`reset` returns to.
+        :returns: the number of images added.
+        :raises ValueError: on a duplicate id or a bad ``uploaded``.
+        """
+        entries: list[tuple[str, bytes, str | None]] = []
+        with self._lock:
+            known = self._state.by_id
+            seen: set[str] = set()
+            for image in images:
+                image_id = image["id"]
+                if image_id in known or image_id in seen:
+                    raise ValueError(f"duplicate image id {image_id!r}")
+                seen.add(image_id)
+                creator = image.get("creator")
+                entries.append(
+                    (
+                        sort_key(image["uploaded"], image_id),
+                        _encode(image),
+                        creator if isinstance(creator, str) else None,
+                    )
+                )
+            entries.extend(state_entries(self._state))
+            entries.sort(key=lambda entry: entry[0])
+            self._state = _build_state(entries)
+            if as_baseline:
+                self._baseline = self._state.copy()
+            return len(seen)
+
+    def reset(self) -> None:
+        """Go back to the inventory as it was seeded; forget drafts and continuation tokens."""
+        with self._lock:
+            self._state = self._baseline.copy()
+            self._drafts.clear()
+            self._tokens.clear()
+
+    def clear(self) -> None:
+        """Remove every image (the seeded baseline is kept for :meth:`reset`)."""
+        with self._lock:
+            self._state = _State()
+            self._drafts.clear()
+            self._tokens.clear()
+
+    @property
+    def count(self) -> int:
+        """How many images the account holds."""
+        return len(self._state.all.keys)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __contains__(self, image_id: object) -> bool:
+        return image_id in self._state.by_id
+
+    def images_sorted(self) -> list[dict[str, Any]]:
+        """Every image, in ``(uploaded, id)`` ascending order, as API dicts."""
+        with self._lock:
+            blobs = list(self._state.all.blobs)
+        return _decode(b"[" + b",".join(blobs) + b"]")
+
+    def ids_sorted(self) -> list[str]:
+        """Every image id, in ``(uploaded, id)`` ascending order."""
+        with self._lock:
+            return [_id_of(key) for key in self._state.all.keys]
+
+    # --- API operations ------------------------------------------------------------
+
+    def list_images_v2_page(
+        self,
+        per_page: int | str | None = None,
+        sort_order: str | None = None,
+        continuation_token: str | None = None,
+        creator: str | None = None,
+        *,
+        page_cap: int | None = None,
+    ) -> V2Page:
+        """List images V2, returning the page's images still JSON-encoded.
+
+        :param page_cap: serve at most this many images even when ``per_page`` asks for more
+            (the live API may cap pages at 1000); the page still carries a token.
+        """
+        self._check_enabled()
+        size = _parse_per_page(per_page)
+        if page_cap is not None:
+            size = min(size, page_cap)
+        order: SortOrder
+        if sort_order is None:
+            order = "desc"
+        elif sort_order in ("asc", "desc"):
+            order = sort_order  # type: ignore[assignment]
+        else:
+            raise BadRequest(f"sort_order must be 'asc' or 'desc', got {sort_order!r}")
+        creator = creator or None
+        with self._lock:
+            cursor_key: str | None = None
+            if continuation_token:
+                cursor = self._tokens.get(continuation_token)
+                if cursor is None:
+                    raise BadRequest("invalid continuation_token")
+                if cursor.sort_order != order:
+                    raise BadRequest(
+                        f"continuation_token was issued for sort_order={cursor.sort_order}, "
+                        f"not {order}"
+                    )
+                if cursor.creator != creator:
+                    raise BadRequest("continuation_token was issued for another creator filter")
+                cursor_key = cursor.last_key
+            if creator is None:
+                images = self._state.all
+            else:
+                images = self._state.by_creator.get(creator, _SortedImages())
+            total = len(images.keys)
+            if order == "asc":
+                start = 0 if cursor_key is None else bisect_right(images.keys, cursor_key)
+                end = min(start + size, total)
+                blobs = images.blobs[start:end]
+                more = end < total
+                last_key = images.keys[end - 1] if end > start else None
+            else:
+                end = total if cursor_key is None else bisect_left(images.keys, cursor_key)
+                start = max(0, end - size)
+                blobs = images.blobs[start:end]
+                blobs.reverse()
+                more = start > 0
+                last_key = images.keys[start] if end > start else None
+            token = None
+            if more and last_key is not None:
+                token = self._issue_token(_Cursor(order, creator, last_key))
+        return V2Page(blobs, token)
+
+    def list_images_v2(
+        self,
+        per_page: int | str | None = None,
+        sort_order: str | None = None,
+        continuation_token: str | None = None,
+        creator: str | None = None,
+    ) -> dict[str, Any]:
+        """List images V2: ``{"images": [...], "continuation_token": str | None}``.
+
+        :param per_page: 10..10000, default 1000.
+        :param sort_order: ``asc`` or ``desc`` (default) by upload time, ties by id.
+        :param continuation_token: the token of the previous page.
+        :param creator: only images with this ``creator``.
+        :raises BadRequest: on a bad parameter, an unknown token, or a token issued for
+            another ``sort_order`` or ``creator``.
+        """
+        page = self.list_images_v2_page(per_page, sort_order, continuation_token, creator)
+        images = _decode(b"[" + b",".join(page.blobs) + b"]")
+        return {"images": images, "continuation_token": page.continuation_token}
+
+    def list_images_v1_page(
+        self, page: int | str | None = None, per_page: int | str | None = None
+    ) -> list[bytes]:
+        """List images (v1, deprecated), newest first, returning encoded images."""
+        self._check_enabled()
+        number = _parse_int("page", page, 1)
+        if number < 1:
+            raise BadRequest(f"page must be 1 or more, got {number}")
+        size = _parse_per_page(per_page)
+        with self._lock:
+            blobs = self._state.all.blobs
+            end = max(0, len(blobs) - (number - 1) * size)
+            chunk = blobs[max(0, end - size) : end]
+        chunk.reverse()
+        return chunk
+
+    def list_images_v1(
+        self, page: int | str | None = None, per_page: int | str | None = None
+    ) -> dict[str, Any]:
+        """List images (v1, deprecated): page-numbered, newest first: ``{"images": [...]}``."""
+        blobs = self.list_images_v1_page(page, per_page)
+        return {"images": _decode(b"[" + b",".join(blobs) + b"]")}
+
+    def get_image_blob(self, image_id: str) -> bytes:
+        """Image details, still JSON-encoded."""
+        self._check_enabled()
+        with self._lock:
+            key = self._state.by_id.get(image_id)
+            if key is None:
+                draft = self._drafts.get(image_id)
+                if draft is None:
+                    raise ImageNotFound()
+                return _encode(draft)
+            return self._state.all.blobs[self._state.all.position(key)]
+
+    def get_image(self, image_id: str) -> dict[str, Any]:
+        """Image details (a pending direct upload shows ``"draft": true``).
+
+        :raises ImageNotFound: when there is no such image.
+        """
+        return _decode(self.get_image_blob(image_id))
+
+    def update_image(
+        self,
+        image_id: str,
+        metadata: dict[str, Any] | str | None = None,
+        require_signed_urls: bool | str | None = None,
+    ) -> dict[str, Any]:
+        """Update an image's ``meta`` (replaced whole) and/or ``requireSignedURLs``.
+
+        The id is kept when ``requireSignedURLs`` changes (the schema says a new one is
+        returned; the emulator does not reproduce that).
+
+        :raises ImageNotFound: when there is no such image.
+        :raises BadRequest: when the metadata is not an object of at most 1024 bytes.
+        """
+        self._check_enabled()
+        meta = _parse_metadata(metadata)
+        signed = _parse_bool("requireSignedURLs", require_signed_urls)
+        with self._lock:
+            key = self._state.by_id.get(image_id)
+            if key is None:
+                raise ImageNotFound()
+            image = _decode(self._state.all.blobs[self._state.all.position(key)])
+            if meta is not None:
+                image["meta"] = meta
+            if signed is not None:
+                image["requireSignedURLs"] = signed
+            blob = _encode(image)
+            self._state.all.replace(key, blob)
+            creator = self._state.creator_of.get(image_id)
+            if creator is not None:
+                self._state.by_creator[creator].replace(key, blob)
+        return image
+
+    def delete_image(self, image_id: str) -> dict[str, Any]:
+        """Delete an image. Returns ``{}`` (the API's ``result``).
+
+        :raises ImageNotFound: when there is no such image.
+        """
+        self._check_enabled()
+        with self._lock:
+            key = self._state.by_id.pop(image_id, None)
+            if key is None:
+                if self._drafts.pop(image_id, None) is not None:
+                    return {}
+                raise ImageNotFound()
+            self._state.all.remove(key)
+            creator = self._state.creator_of.pop(image_id, None)
+            if creator is not None:
+                self._state.by_creator[creator].remove(key)
+        return {}
+
+    def upload_image(
+        self,
+        *,
+        file: bytes | None = None,
+        url: str | None = None,
+        filename: str | None = None,
+        metadata: dict[str, Any] | str | None = None,
+        require_signed_urls: bool | str | None = None,
+        id: str | None = None,  # noqa: A002 - the API's field name
+        creator: str | None = None,
+    ) -> dict[str, Any]:
+        """Upload an image from a file or a URL (only its metadata is kept).
+
+        :param file: the image bytes (not stored); exactly one of ``file`` and ``url``.
+        :param url: a URL to fetch the image from (not fetched).
+        :param filename: the file name; from the URL's last path segment when not given.
+        :param metadata: a JSON object (or its JSON text) of at most 1024 bytes.
+        :param require_signed_urls: ``True``/``False`` or ``"true"``/``"false"``.
+        :param id: a custom id: no leading/trailing ``/``, not a UUID, at most 1024 chars.
+        :param creator: an opaque creator tag, usable as the list ``creator`` filter.
+        :raises BadRequest: on a bad field. :raises ResourceAlreadyExists: when the custom
+            id is taken.
+        """
+        if (file is None) == (url is None):
+            raise BadRequest("upload exactly one of a 'file' or a 'url'")
+        if url is not None and not re.match(r"^https?://[^\s/]+", url):
+            raise BadRequest(f"url must be an http(s) URL, got {url!r}")
+        if filename is None:
+            filename = (url or "").rstrip("/").rsplit("/", 1)[-1].split("?")[0] or "image"
+        return self.upload(
+            filename,
+            id=id,
+            metadata=_parse_metadata(metadata),
+            require_signed_urls=bool(_parse_bool("requireSignedURLs", require_signed_urls)),
+            creator=creator,
+        )
+
+    def upload(
+        self,
+        filename: str = "image.jpg",
+        *,
+        id: str | None = None,  # noqa: A002 - the API's field name
+        metadata: dict[str, Any] | None = None,
+        require_signed_urls: bool = False,
+        creator: str | None = None,
+        uploaded: str | int | datetime | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Add an image directly (for tests): like an upload, with the upload time settable.
+
+        :param uploaded: RFC 3339 text, epoch milliseconds or a datetime; now when not given.
+        :param extra: further keys to store on the image as they are.
+        :returns: the image, as the API would return it.
+        """
+        self._check_enabled()
+        if id is not None:
+            _check_custom_id(id)
+        meta = _parse_metadata(metadata)
+        with self._lock:
+            if self.allowed is not None and self.count >= self.allowed:
+                raise ServiceLimitReached()
+            image_id = id or str(uuid.uuid4())
+            if image_id in self._state.by_id or image_id in self._drafts:
+                raise ResourceAlreadyExists()
+            image: dict[str, Any] = {"id": image_id, "filename": filename}
+            if meta is not None:
+                image["meta"] = meta
+            image["uploaded"] = _uploaded_string(uploaded)
+            image["requireSignedURLs"] = require_signed_urls
+            image["variants"] = variant_urls(self.account_hash, image_id, self.variants)
+            if creator is not None:
+                image["creator"] = creator
+            image.update(extra or {})
+            self._insert(image)
+        return image
+
+    def stats(self) -> dict[str, Any]:
+        """Images usage statistics: ``{"count": {"current": n, "allowed": m}}``."""
+        self._check_enabled()
+        current = self.count
+        allowed = self.allowed if self.allowed is not None else max(DEFAULT_ALLOWED, current)
+        return {"count": {"current": current, "allowed": allowed}}
+
+    def create_direct_upload(
+        self,
+        *,
+        id: str | None = None,  # noqa: A002 - the API's field name
+        metadata: dict[str, Any] | str | None = None,
+        require_signed_urls: bool | str | None = None,
+        creator: str | None = None,
+        expiry: str | None = None,
+    ) -> dict[str, Any]:
+        """Create an authenticated direct upload URL (v2): a draft until a file is posted.
+
+        The draft shows in image details with ``"draft": true`` and is not listed; posting a
+        file to ``uploadURL`` (no auth, as on upload.imagedelivery.net) makes it an image.
+        """
+        self._check_enabled()
+        if id is not None:
+            _check_custom_id(id)
+        if expiry is not None:
+            try:
+                parse_uploaded(expiry)
+            except ValueError:
+                raise BadRequest(f"expiry must be an RFC 3339 date-time, got {expiry!r}") from None
+        meta = _parse_metadata(metadata)
+        signed = bool(_parse_bool("requireSignedURLs", require_signed_urls))
+        with self._lock:
+            image_id = id or str(uuid.uuid4())
+            if image_id in self._state.by_id or image_id in self._drafts:
+                raise ResourceAlreadyExists()
+            draft: dict[str, Any] = {"id": image_id}
+            if meta is not None:
+                draft["meta"] = meta
+            draft["uploaded"] = format_uploaded(now_ms())
+            draft["requireSignedURLs"] = signed
+            draft["variants"] = variant_urls(self.account_hash, image_id, self.variants)
+            if creator is not None:
+                draft["creator"] = creator
+            draft["draft"] = True
+            self._drafts[image_id] = draft
+        return {"id": image_id, "uploadURL": f"{self.direct_upload_base_url}/{image_id}"}
+
+    def complete_direct_upload(self, image_id: str, filename: str = "image.jpg") -> dict[str, Any]:
+        """Finish a direct upload: the draft becomes an image, uploaded now.
+
+        :raises ImageNotFound: when there is no draft with that id.
+        """
+        with self._lock:
+            draft = self._drafts.pop(image_id, None)
+            if draft is None:
+                raise ImageNotFound()
+            image: dict[str, Any] = {"id": image_id, "filename": filename}
+            image.update((k, v) for k, v in draft.items() if k not in ("id", "draft"))
+            image["uploaded"] = format_uploaded(now_ms())
+            self._insert(image)
+        return image
+
+    # --- internals ---------------------------------------------------------------------
+
+    def _check_enabled(self) -> None:
+        if not self.images_enabled:
+            raise AccountNotAuthorized()
+
+    def _insert(self, image: dict[str, Any]) -> None:
+        key = sort_key(image["uploaded"], image["id"])
+        blob = _encode(image)
+        state = self._state
+        state.all.insert(key, blob)
+        state.by_id[image["id"]] = key
+        creator = image.get("creator")
+        if isinstance(creator, str):
+            state.creator_of[image["id"]] = creator
+            state.by_creator.setdefault(creator, _SortedImages()).insert(key, blob)
+
+    def _issue_token(self, cursor: _Cursor) -> str:
+        material = f"{cursor.sort_order}\x00{cursor.creator or ''}\x00{cursor.last_key}".encode()
+        digest = hashlib.blake2b(material, key=self._token_key, digest_size=24).digest()
+        # 24 bytes -> 32 URL-safe characters: the schema's maxLength for the token.
+        token = base64.urlsafe_b64encode(digest).decode()
+        if token not in self._tokens:
+            if len(self._tokens) >= MAX_TOKENS:
+                del self._tokens[next(iter(self._tokens))]
+            self._tokens[token] = cursor
+        return token
+
+
+def state_entries(state: _State) -> Iterable[tuple[str, bytes, str | None]]:
+    """The (key, blob, creator) triples of a state, in key order."""
+    creator_of = state.creator_of
+    for key, blob in zip(state.all.keys, state.all.blobs):
+        yield key, blob, creator_of.get(_id_of(key))
+
+
+def _build_state(entries: list[tuple[str, bytes, str | None]]) -> _State:
+    """A state from (key, blob, creator) triples already sorted by key."""
+    state = _State()
+    state.all.keys = [entry[0] for entry in entries]
+    state.all.blobs = [entry[1] for entry in entries]
+    state.by_id = {_id_of(key): key for key in state.all.keys}
+    for key, blob, creator in entries:
+        if creator is not None:
+            state.creator_of[_id_of(key)] = creator
+            images = state.by_creator.get(creator)
+            if images is None:
+                images = state.by_creator[creator] = _SortedImages()
+            images.keys.append(key)
+            images.blobs.append(blob)
+    return state
+
+
+def _check_custom_id(image_id: str) -> None:
+    if not image_id or len(image_id) > 1024:
+        raise BadRequest("custom id must be 1 to 1024 characters")
+    if image_id.startswith("/") or image_id.endswith("/"):
+        raise BadRequest("custom id cannot start or end with a /")
+    if _UUID_PATTERN.match(image_id):
+        raise BadRequest("custom id cannot be a UUID")
+

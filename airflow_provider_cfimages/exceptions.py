@@ -1,0 +1,114 @@
+"""Errors raised by the provider.
+
+Every error the API answered with is a :class:`CloudflareImagesAPIError`; it carries what a
+person needs to act (HTTP status, Cloudflare's codes and messages, the ``cf-ray`` id to quote
+to Cloudflare support) and never a credential.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+try:
+    from airflow.sdk.exceptions import AirflowException
+except ImportError:  # pragma: no cover - Airflow < 3.2
+    from airflow.exceptions import AirflowException  # type: ignore[no-redef]
+
+# What to check for the codes Cloudflare documents; the hint is appended to the message.
+_HINTS: dict[int, str] = {
+    10000: "check the API token and that it has the Images Read (or Edit) permission "
+    "for this account",
+    9109: "the API token is invalid or expired: create a new one with Images permissions",
+    9106: "the request carried no credentials: set the connection's password",
+    6003: "the auth headers are malformed: check the token or, for api_key auth, the "
+    "account email (login) and the global API key (password)",
+    6103: "the X-Auth-Key header is malformed: check the global API key in the password",
+    6111: "the Authorization header is malformed: check the API token in the password",
+    5403: "this account is not authorized for Cloudflare Images (is Images enabled?)",
+    5404: "no image with this id in this account",
+    7003: "no such route: check the account id (extra account_id or the task's account_id)",
+    971: "rate limited by Cloudflare (1200 requests per 5 minutes per user)",
+}
+_STATUS_HINTS: dict[int, str] = {
+    401: "check the API token and its Images permissions",
+    403: "check the API token and its Images permissions for this account",
+    404: "check the account id and the image id",
+}
+
+
+class CloudflareImagesError(AirflowException):
+    """Base class of every error this provider raises on purpose."""
+
+
+class CloudflareImagesConfigError(CloudflareImagesError, ValueError):
+    """The connection or a task argument cannot work; raised before any request is sent."""
+
+
+class CloudflareImagesAPIError(CloudflareImagesError):
+    """The Cloudflare Images API refused a request or answered with something unusable.
+
+    :param message: what went wrong, in words a person can act on.
+    :param status: the HTTP status, or ``None`` when no response came back.
+    :param errors: Cloudflare's ``errors`` entries (``code`` and ``message``).
+    :param cf_ray: the ``cf-ray`` response header, to quote to Cloudflare support.
+    :param retry_after: seconds the API asked to wait (429), if it said.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        errors: Sequence[dict[str, Any]] = (),
+        cf_ray: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.status = status
+        self.errors = [dict(e) for e in errors]
+        self.codes = [e["code"] for e in self.errors if isinstance(e.get("code"), int)]
+        self.cf_ray = cf_ray
+        self.retry_after = retry_after
+        self.reason = message
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        parts = [self.reason]
+        if self.status is not None:
+            parts.append(f"HTTP {self.status}")
+        for error in self.errors:
+            parts.append(f"Cloudflare error {error.get('code')}: {error.get('message')}")
+        hint = self._hint()
+        if hint:
+            parts.append(f"Hint: {hint}")
+        if self.cf_ray:
+            parts.append(f"cf-ray {self.cf_ray}")
+        return "; ".join(parts)
+
+    def _hint(self) -> str | None:
+        for code in self.codes:
+            if code in _HINTS:
+                return _HINTS[code]
+        return _STATUS_HINTS.get(self.status or 0)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only arguments need help to survive pickling (task runners pickle errors).
+        return (_rebuild_api_error, (type(self), self.reason, self.__dict__))
+
+
+def _rebuild_api_error(
+    cls: type[CloudflareImagesAPIError], message: str, state: dict[str, Any]
+) -> CloudflareImagesAPIError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.__dict__.update(state)
+    error.args = (error._render(),)
+    return error
+
+
+class CloudflareImagesRateLimitError(CloudflareImagesAPIError):
+    """Rate limited (HTTP 429 / code 971) for longer than the retry budget allows."""
+
+
+class CloudflareImagesPaginationError(CloudflareImagesAPIError):
+    """The list endpoint broke the pagination contract (a repeated continuation token)."""

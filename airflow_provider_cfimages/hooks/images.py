@@ -1,0 +1,405 @@
+"""The hook: connection, auth, retries, rate limits and pagination of the Images API."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import requests
+from airflow.sdk import BaseHook
+
+from airflow_provider_cfimages import __version__
+from airflow_provider_cfimages.budget import RequestBudget
+from airflow_provider_cfimages.connection import (
+    ConnectionSettings,
+    settings_from_connection,
+    validate_account_id,
+)
+from airflow_provider_cfimages.exceptions import (
+    CloudflareImagesAPIError,
+    CloudflareImagesConfigError,
+    CloudflareImagesError,
+    CloudflareImagesPaginationError,
+)
+from airflow_provider_cfimages.get_provider_info import (
+    CONN_FIELDS,
+    CONN_TYPE,
+    HOOK_NAME,
+    UI_FIELD_BEHAVIOUR,
+)
+from airflow_provider_cfimages.query import ImageQuery, Verdict, parse_uploaded
+from airflow_provider_cfimages.transport import ApiTransport, ListPageBody
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ImagePage:
+    """One page of "List images V2", after the upload-time window and the limit.
+
+    :param number: 1-based page number within this listing.
+    :param images: the images kept from this page, as the API returned them.
+    :param received: how many images the API returned on this page.
+    :param nbytes: size of the response body.
+    :param continuation_token: the token for the next page, ``None`` on the last one.
+    """
+
+    number: int
+    images: list[dict[str, Any]]
+    received: int
+    nbytes: int
+    continuation_token: str | None = field(repr=False)
+
+
+class CloudflareImagesHook(BaseHook):
+    """Talk to the Cloudflare Images API with a ``cloudflare_images`` connection.
+
+    One ``requests.Session`` is built lazily and reused (keep-alive). Requests that fail
+    transiently (429 honouring ``Retry-After``, 500/502/503/504, dropped connections,
+    timeouts, bodies that are not JSON) are retried with exponential backoff and jitter;
+    400/401/403/404 never are. A retried list page re-sends the same continuation token, so
+    no image is skipped or repeated.
+
+    :param cloudflare_images_conn_id: the Airflow connection id.
+    :param account_id: the 32-hex account id; overrides the connection's ``account_id`` extra.
+    :param max_retries: retries per request; overrides the connection's ``max_retries`` extra.
+    :param timeout: read timeout in seconds; overrides the connection's ``timeout`` extra.
+    :param max_requests_per_minute: a client-side request budget (Cloudflare allows 1200
+        requests per 5 minutes per user); overrides the connection extra of that name.
+    :param max_retry_wait: the longest single wait, in seconds, the hook accepts from a
+        ``Retry-After`` header before giving up with a rate-limit error.
+    """
+
+    conn_name_attr = "cloudflare_images_conn_id"
+    default_conn_name = "cloudflare_images_default"
+    conn_type = CONN_TYPE
+    hook_name = HOOK_NAME
+
+    def __init__(
+        self,
+        cloudflare_images_conn_id: str = default_conn_name,
+        *,
+        account_id: str | None = None,
+        max_retries: int | None = None,
+        timeout: float | None = None,
+        max_requests_per_minute: float | None = None,
+        max_retry_wait: float = 300.0,
+    ) -> None:
+        super().__init__()
+        self.cloudflare_images_conn_id = cloudflare_images_conn_id
+        self._account_id_override = validate_account_id(account_id, source="account_id")
+        self._max_retries_override = _check_retries(max_retries)
+        self._timeout_override = _check_positive("timeout", timeout)
+        self._rate_override = _check_positive("max_requests_per_minute", max_requests_per_minute)
+        self.max_retry_wait = _check_positive("max_retry_wait", max_retry_wait) or 0.0
+        self._cancelled = threading.Event()
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(cloudflare_images_conn_id={self.cloudflare_images_conn_id!r})"
+        )
+
+    # -- connection ----------------------------------------------------------------------
+
+    @cached_property
+    def settings(self) -> ConnectionSettings:
+        """The connection's checked settings (read once)."""
+        conn = self.get_connection(self.cloudflare_images_conn_id)
+        settings = settings_from_connection(
+            conn_id=self.cloudflare_images_conn_id,
+            host=conn.host,
+            login=conn.login,
+            password=conn.password,
+            extra=conn.extra_dejson,
+        )
+        _mask(settings.secret)
+        return settings
+
+    @property
+    def account_id(self) -> str:
+        """The account every request goes to: the hook's override, else the connection's."""
+        account = self._account_id_override or self.settings.account_id
+        if not account:
+            raise CloudflareImagesConfigError(
+                f"No Cloudflare account id: set the extra 'account_id' on connection "
+                f"{self.cloudflare_images_conn_id!r} or pass account_id to the task."
+            )
+        return account
+
+    @cached_property
+    def transport(self) -> ApiTransport:
+        """The retrying HTTP transport, built once per hook."""
+        settings = self.settings
+        rate = self._rate_override or settings.max_requests_per_minute
+        return ApiTransport(
+            base_url=settings.base_url,
+            auth_headers=settings.auth_headers(),
+            secret=settings.secret,
+            user_agent=f"airflow-provider-cfimages/{__version__} python-requests/"
+            f"{requests.__version__}",
+            timeout=self._timeout_override or settings.timeout,
+            max_retries=(
+                settings.max_retries
+                if self._max_retries_override is None
+                else self._max_retries_override
+            ),
+            max_retry_wait=self.max_retry_wait,
+            budget=RequestBudget(rate) if rate else None,
+            cancelled=self._cancelled,
+        )
+
+    def get_conn(self) -> requests.Session:
+        """Return the hook's cached ``requests.Session``."""
+        return self.transport.session
+
+    def cancel(self) -> None:
+        """Stop a listing in progress at the next request or retry wait (used by on_kill)."""
+        self._cancelled.set()
+
+    def close(self) -> None:
+        """Close the session's pooled connections."""
+        if "transport" in self.__dict__:
+            self.transport.close()
+
+    # -- listing -------------------------------------------------------------------------
+
+    def iter_pages(
+        self,
+        *,
+        per_page: Any = 1000,
+        sort_order: Any = "desc",
+        uploaded_after: Any = None,
+        uploaded_before: Any = None,
+        creator: Any = None,
+        limit: Any = None,
+        query: ImageQuery | None = None,
+    ) -> Iterator[ImagePage]:
+        """Yield the pages of "List images V2", following ``continuation_token`` to the end.
+
+        Only one page is held at a time. With an upload-time window, listing stops as soon
+        as the sort order puts every later image outside it (``desc`` with
+        ``uploaded_after``, ``asc`` with ``uploaded_before``).
+
+        :param per_page: images per request, 10..10000 (a page may hold fewer).
+        :param sort_order: ``desc`` (newest first, the API default) or ``asc``.
+        :param uploaded_after: keep images uploaded at or after this instant.
+        :param uploaded_before: keep images uploaded strictly before this instant.
+        :param creator: only images with this creator.
+        :param limit: stop after this many images.
+        :param query: an already checked :class:`ImageQuery`, instead of the arguments above.
+        """
+        if query is None:
+            query = ImageQuery.build(
+                per_page=per_page,
+                sort_order=sort_order,
+                uploaded_after=uploaded_after,
+                uploaded_before=uploaded_before,
+                creator=creator,
+                limit=limit,
+            )
+        path = f"accounts/{self.account_id}/images/v2"
+        pages_by_token: dict[str, int] = {}
+        token: str | None = None
+        kept = 0
+        number = 0
+        while True:
+            number += 1
+            body = self.transport.get_list_page(path, query.api_params(token), page=number)
+            images, stop = _select(query, body, page=number, room=_room(query, kept))
+            kept += len(images)
+            next_token = body.continuation_token or None
+            yield ImagePage(number, images, len(body.images), body.nbytes, next_token)
+            if stop or next_token is None:
+                return
+            if next_token in pages_by_token:
+                raise CloudflareImagesPaginationError(
+                    f"List images V2 returned on page {number} the continuation token it "
+                    f"already returned on page {pages_by_token[next_token]}; stopped to avoid "
+                    "an endless loop"
+                )
+            pages_by_token[next_token] = number
+            token = next_token
+
+    def iter_images(self, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        """Yield each image as the API returned it; takes the arguments of :meth:`iter_pages`."""
+        for page in self.iter_pages(**kwargs):
+            yield from page.images
+
+    def list_images(self, **kwargs: Any) -> list[dict[str, Any]]:
+        """Return the images as a list; takes the arguments of :meth:`iter_pages`.
+
+        Holds every image in memory: prefer :meth:`iter_images` for whole inventories.
+        """
+        return list(self.iter_images(**kwargs))
+
+    # -- single images -------------------------------------------------------------------
+
+    def get_image(self, image_id: str) -> dict[str, Any]:
+        """Return one image's details; raises :class:`CloudflareImagesAPIError` (5404) if absent.
+
+        :param image_id: the image id.
+        """
+        return self.transport.request("GET", self._image_path(image_id), what="image details")
+
+    def update_image(
+        self,
+        image_id: str,
+        *,
+        metadata: dict[str, Any] | None = None,
+        require_signed_urls: bool | None = None,
+    ) -> dict[str, Any]:
+        """Change an image's metadata and/or ``requireSignedURLs``; return the updated image.
+
+        :param image_id: the image id.
+        :param metadata: the new ``meta`` object (replaces the old one; at most 1024 bytes).
+        :param require_signed_urls: whether the image needs signed URLs.
+        """
+        body: dict[str, Any] = {}
+        if metadata is not None:
+            if not isinstance(metadata, dict):
+                raise ValueError(f"metadata must be a dict; got {type(metadata).__name__}.")
+            body["metadata"] = metadata
+        if require_signed_urls is not None:
+            body["requireSignedURLs"] = bool(require_signed_urls)
+        if not body:
+            raise ValueError("update_image needs metadata and/or require_signed_urls.")
+        return self.transport.request(
+            "PATCH", self._image_path(image_id), json_body=body, what="image update"
+        )
+
+    def delete_image(self, image_id: str) -> bool:
+        """Delete an image; return ``False`` if it was already gone (so re-runs are safe).
+
+        :param image_id: the image id.
+        """
+        try:
+            self.transport.request("DELETE", self._image_path(image_id), what="image delete")
+        except CloudflareImagesAPIError as err:
+            if image_not_found(err):
+                return False
+            raise
+        return True
+
+    def get_stats(self) -> dict[str, Any]:
+        """Return the account's image counts: ``{"count": {"current": n, "allowed": m}}``."""
+        return self.transport.request(
+            "GET", f"accounts/{self.account_id}/images/v1/stats", what="usage statistics"
+        )
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Check credentials and account with one cheap authenticated call; never raises."""
+        try:
+            count = self.get_stats().get("count") or {}
+        except (CloudflareImagesError, ValueError) as err:
+            return False, str(err)
+        except Exception as err:
+            return False, f"{type(err).__name__}: {err}"
+        return True, (
+            f"Connected to Cloudflare Images account {self.account_id}: "
+            f"{count.get('current', '?')} of {count.get('allowed', '?')} images stored."
+        )
+
+    # -- connection form (Airflow < 3.2; newer versions read get_provider_info) -----------
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """The connection form's hidden, relabelled and placeholder fields."""
+        return {
+            "hidden_fields": list(UI_FIELD_BEHAVIOUR["hidden-fields"]),
+            "relabeling": dict(UI_FIELD_BEHAVIOUR["relabeling"]),
+            "placeholders": dict(UI_FIELD_BEHAVIOUR["placeholders"]),
+        }
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """The connection form's extra fields, for Airflow versions that build it from wtforms."""
+        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
+        from flask_babel import lazy_gettext
+        from wtforms import StringField
+
+        return {
+            name: StringField(
+                lazy_gettext(spec["label"]),
+                widget=BS3TextFieldWidget(),
+                description=spec.get("description", ""),
+            )
+            for name, spec in CONN_FIELDS.items()
+        }
+
+    def _image_path(self, image_id: str) -> str:
+        if not isinstance(image_id, str) or not image_id.strip() or "/" in image_id:
+            raise ValueError(
+                f"image_id must be a non-empty image id without '/'; got {image_id!r}."
+            )
+        return f"accounts/{self.account_id}/images/v1/{image_id}"
+
+
+def image_not_found(err: CloudflareImagesAPIError) -> bool:
+    """Whether an error means "no such image" (code 5404), not a wrong account or route."""
+    if 5404 in err.codes:
+        return True
+    return err.status == 404 and not err.codes
+
+
+def _room(query: ImageQuery, kept: int) -> int | None:
+    return None if query.limit is None else query.limit - kept
+
+
+def _select(
+    query: ImageQuery, body: ListPageBody, *, page: int, room: int | None
+) -> tuple[list[dict[str, Any]], bool]:
+    """Keep the page's images that the query wants; say whether listing is finished."""
+    images = body.images
+    if query.has_window:
+        kept: list[dict[str, Any]] = []
+        for image in images:
+            uploaded = parse_uploaded(image.get("uploaded"))
+            if uploaded is None:
+                raise CloudflareImagesAPIError(
+                    f"List images V2 page {page}: image {image.get('id')!r} has no readable "
+                    f"'uploaded' time ({image.get('uploaded')!r}), so the upload-time window "
+                    "cannot be applied"
+                )
+            verdict = query.verdict(uploaded)
+            if verdict is Verdict.STOP:
+                return _cap(kept, room)[0], True
+            if verdict is Verdict.KEEP:
+                kept.append(image)
+        images = kept
+    return _cap(images, room)
+
+
+def _cap(images: list[dict[str, Any]], room: int | None) -> tuple[list[dict[str, Any]], bool]:
+    if room is not None and len(images) >= room:
+        return images[:room], True
+    return images, False
+
+
+def _mask(secret: str) -> None:
+    """Register the credential with Airflow's log masker, where the running Airflow has one."""
+    try:
+        from airflow.sdk.log import mask_secret
+    except ImportError:  # pragma: no cover - older Airflow
+        try:
+            from airflow.utils.log.secrets_masker import mask_secret  # type: ignore[no-redef]
+        except ImportError:
+            return
+    mask_secret(secret)
+
+
+def _check_retries(value: int | None) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise ValueError(f"max_retries must be a whole number >= 0; got {value!r}.")
+    return value
+
+
+def _check_positive(name: str, value: float | None) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ValueError(f"{name} must be a positive number; got {value!r}.")
+    return float(value)

@@ -1,0 +1,336 @@
+"""HTTP transport for the Images API: one session, auth, retries, and envelope decoding.
+
+Cloudflare answers with a JSON envelope ``{"success", "errors", "messages", "result"}``,
+but its edge can also answer with an HTML page, an empty body, or a cut-off body. This
+module turns all of that into either a decoded ``result`` or one
+:class:`CloudflareImagesAPIError` a person can act on.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+import requests
+from requests.adapters import HTTPAdapter
+
+from airflow_provider_cfimages.budget import RequestBudget
+from airflow_provider_cfimages.exceptions import (
+    CloudflareImagesAPIError,
+    CloudflareImagesError,
+    CloudflareImagesRateLimitError,
+)
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+CONNECT_TIMEOUT = 10.0
+BACKOFF_INITIAL = 1.0
+BACKOFF_MAX = 30.0
+RATE_LIMIT_CODE = 971
+
+
+class _ApiMessage(msgspec.Struct):
+    code: Any = None
+    message: Any = None
+
+
+class _ListResult(msgspec.Struct):
+    images: list[dict[str, Any]] | None = None
+    continuation_token: str | None = None
+
+
+class _ListEnvelope(msgspec.Struct):
+    success: bool = False
+    errors: list[_ApiMessage] = []
+    result: _ListResult | None = None
+
+
+class _Envelope(msgspec.Struct):
+    success: bool = False
+    errors: list[_ApiMessage] = []
+    result: Any = None
+
+
+_LIST_DECODER = msgspec.json.Decoder(_ListEnvelope)
+_DECODER = msgspec.json.Decoder(_Envelope)
+
+
+class ListPageBody(msgspec.Struct):
+    """A decoded "List images V2" page: its images, next token and body size."""
+
+    images: list[dict[str, Any]]
+    continuation_token: str | None
+    nbytes: int
+
+
+class _Retryable(Exception):
+    """A response worth another try; carries the error to raise if tries run out."""
+
+    def __init__(self, error: CloudflareImagesAPIError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _BearerOrKeyAuth(requests.auth.AuthBase):
+    """Sets Cloudflare's auth headers on each request.
+
+    Set as the session's ``auth`` (not as default headers) so that ``requests`` never
+    replaces them with ``.netrc`` credentials, and so the secret is absent from the
+    session's printable state.
+    """
+
+    def __init__(self, headers: Mapping[str, str]) -> None:
+        self._headers = dict(headers)
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers.update(self._headers)
+        return request
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(<redacted>)"
+
+
+class ApiTransport:
+    """Sends requests with retries and decodes Cloudflare's envelope.
+
+    :param base_url: API base URL, e.g. ``https://api.cloudflare.com/client/v4``.
+    :param auth_headers: the headers that authenticate a request.
+    :param secret: the credential, only to redact it from anything the server echoes.
+    :param user_agent: the User-Agent header.
+    :param timeout: read timeout in seconds.
+    :param max_retries: retries after the first try of one request.
+    :param max_retry_wait: the longest ``Retry-After`` honoured before giving up.
+    :param budget: an optional client-side request pacer.
+    :param cancelled: set to abandon waits and further requests.
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        auth_headers: Mapping[str, str],
+        secret: str,
+        user_agent: str,
+        timeout: float,
+        max_retries: int,
+        max_retry_wait: float,
+        budget: RequestBudget | None = None,
+        cancelled: threading.Event | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._secret = secret
+        self.timeout = (min(CONNECT_TIMEOUT, timeout), timeout)
+        self.max_retries = max_retries
+        self.max_retry_wait = max_retry_wait
+        self.budget = budget
+        self.cancelled = cancelled or threading.Event()
+        self.requests_sent = 0
+        self.session = requests.Session()
+        self.session.auth = _BearerOrKeyAuth(auth_headers)
+        self.session.verify = True
+        self.session.headers.update({"User-Agent": user_agent, "Accept": "application/json"})
+        self.session.mount("https://", HTTPAdapter(pool_connections=1, pool_maxsize=4))
+        self.session.mount("http://", HTTPAdapter(pool_connections=1, pool_maxsize=4))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self.base_url!r})"
+
+    def close(self) -> None:
+        """Release pooled connections."""
+        self.session.close()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json_body: Any = None,
+        what: str,
+    ) -> Any:
+        """Send one API call with retries and return its decoded ``result``.
+
+        :param method: the HTTP method.
+        :param path: the path below the base URL (``accounts/<id>/images/...``).
+        :param params: the query string.
+        :param json_body: a JSON request body.
+        :param what: the operation in words, used in errors.
+        """
+        envelope, _ = self._send_with_retries(method, path, params, json_body, what, _DECODER)
+        return envelope.result
+
+    def get_list_page(self, path: str, params: Mapping[str, Any], *, page: int) -> ListPageBody:
+        """Fetch and check one "List images V2" page (retrying as :meth:`request` does)."""
+        what = f"List images V2 page {page}"
+        envelope, nbytes = self._send_with_retries("GET", path, params, None, what, _LIST_DECODER)
+        result = envelope.result
+        if result is None:
+            raise CloudflareImagesAPIError(f"{what}: the response has no 'result'")
+        if result.images is None:
+            raise CloudflareImagesAPIError(f"{what}: the response's result has no 'images' list")
+        for index, image in enumerate(result.images):
+            if not isinstance(image.get("id"), str) or not image["id"]:
+                raise CloudflareImagesAPIError(
+                    f"{what}: image #{index + 1} on the page has no 'id' "
+                    f"(keys: {sorted(image)[:10]})"
+                )
+        return ListPageBody(result.images, result.continuation_token, nbytes)
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _send_with_retries(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, Any] | None,
+        json_body: Any,
+        what: str,
+        decoder: msgspec.json.Decoder[Any],
+    ) -> Any:
+        url = f"{self.base_url}/{path}"
+        attempt = 0
+        while True:
+            self._check_cancelled(what)
+            if self.budget is not None:
+                self.budget.acquire(self.cancelled)
+            try:
+                return self._send_once(method, url, params, json_body, what, decoder)
+            except _Retryable as retry:
+                error = retry.error
+            attempt += 1
+            wait = self._wait_before_retry(error, attempt, what)
+            log.warning(
+                "%s failed (%s); retry %d of %d in %.1f s",
+                what,
+                error.reason if error.status is None else f"HTTP {error.status}",
+                attempt,
+                self.max_retries,
+                wait,
+            )
+            if self.cancelled.wait(wait):
+                self._check_cancelled(what)
+
+    def _wait_before_retry(self, error: CloudflareImagesAPIError, attempt: int, what: str) -> float:
+        """Seconds to wait before retry ``attempt``, or raise if retrying is pointless."""
+        rate_limited = error.status == 429 or RATE_LIMIT_CODE in error.codes
+        if (
+            rate_limited
+            and error.retry_after is not None
+            and error.retry_after > self.max_retry_wait
+        ):
+            raise CloudflareImagesRateLimitError(
+                f"{what}: rate limited by Cloudflare for {error.retry_after or 0:.0f} s "
+                f"(Retry-After), longer than max_retry_wait={self.max_retry_wait:.0f} s",
+                status=error.status,
+                errors=error.errors,
+                cf_ray=error.cf_ray,
+                retry_after=error.retry_after,
+            )
+        if attempt > self.max_retries:
+            if rate_limited:
+                raise CloudflareImagesRateLimitError(
+                    f"{what}: still rate limited by Cloudflare after {self.max_retries} "
+                    f"retries; the API last asked to wait {error.retry_after or 0:.0f} s",
+                    status=error.status,
+                    errors=error.errors,
+                    cf_ray=error.cf_ray,
+                    retry_after=error.retry_after,
+                )
+            raise CloudflareImagesAPIError(
+                f"{error.reason} (gave up after {self.max_retries} retries)",
+                status=error.status,
+                errors=error.errors,
+                cf_ray=error.cf_ray,
+            )
+        if rate_limited and error.retry_after is not None:
+            return error.retry_after
+        # Full jitter keeps many workers that failed together from retrying together.
+        ceiling = min(BACKOFF_MAX, BACKOFF_INITIAL * 2 ** (attempt - 1))
+        return random.uniform(ceiling / 2, ceiling)
+
+    def _send_once(
+        self,
+        method: str,
+        url: str,
+        params: Mapping[str, Any] | None,
+        json_body: Any,
+        what: str,
+        decoder: msgspec.json.Decoder[Any],
+    ) -> Any:
+        self.requests_sent += 1
+        try:
+            response = self.session.request(
+                method, url, params=params, json=json_body, timeout=self.timeout
+            )
+            content = response.content
+        except (requests.ConnectionError, requests.Timeout) as err:
+            raise _Retryable(
+                CloudflareImagesAPIError(f"{what}: {type(err).__name__} talking to {url}")
+            ) from None
+        status = response.status_code
+        cf_ray = response.headers.get("cf-ray")
+        try:
+            envelope = decoder.decode(content)
+        except (msgspec.DecodeError, msgspec.ValidationError) as err:
+            error = CloudflareImagesAPIError(
+                f"{what}: {_describe_unreadable(response, content, err)}",
+                status=status,
+                cf_ray=cf_ray,
+                retry_after=_retry_after(response),
+            )
+            # Bodies that are not JSON at all come from the edge (HTML error pages) or from
+            # cut-off transfers, both transient; JSON of the wrong shape will not improve.
+            transient = isinstance(err, msgspec.DecodeError) and (
+                status in RETRY_STATUSES or 200 <= status < 300
+            )
+            if transient or status in RETRY_STATUSES:
+                raise _Retryable(error) from None
+            raise error from None
+        errors = [self._redacted(e) for e in envelope.errors]
+        if 200 <= status < 300 and envelope.success:
+            return envelope, len(content)
+        error = CloudflareImagesAPIError(
+            f"{what} failed",
+            status=status,
+            errors=errors,
+            cf_ray=cf_ray,
+            retry_after=_retry_after(response),
+        )
+        if status in RETRY_STATUSES or RATE_LIMIT_CODE in error.codes:
+            raise _Retryable(error)
+        raise error
+
+    def _redacted(self, message: _ApiMessage) -> dict[str, Any]:
+        text = str(message.message) if message.message is not None else ""
+        if self._secret and self._secret in text:
+            text = text.replace(self._secret, "***")
+        return {"code": message.code, "message": text}
+
+    def _check_cancelled(self, what: str) -> None:
+        if self.cancelled.is_set():
+            raise CloudflareImagesError(f"{what}: cancelled")
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # An HTTP-date; Cloudflare sends seconds, so back off normally.
+
+
+def _describe_unreadable(response: requests.Response, content: bytes, err: Exception) -> str:
+    content_type = response.headers.get("Content-Type", "unknown content type")
+    if not content:
+        return "the response body is empty"
+    if isinstance(err, msgspec.ValidationError):
+        return f"the response does not have the expected shape ({err})"
+    snippet = content[:120].decode("utf-8", "replace").replace("\n", " ")
+    return f"the response is not valid JSON ({content_type}, {len(content)} bytes: {snippet!r})"

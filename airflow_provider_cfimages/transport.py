@@ -205,9 +205,8 @@ class ApiTransport:
             attempt += 1
             wait = self._wait_before_retry(error, attempt, what)
             log.warning(
-                "%s failed (%s); retry %d of %d in %.1f s",
-                what,
-                error.reason if error.status is None else f"HTTP {error.status}",
+                "%s; retry %d of %d in %.1f s",
+                error,
                 attempt,
                 self.max_retries,
                 wait,
@@ -278,14 +277,15 @@ class ApiTransport:
             envelope = decoder.decode(content)
         except (msgspec.DecodeError, msgspec.ValidationError) as err:
             error = CloudflareImagesAPIError(
-                f"{what}: {_describe_unreadable(response, content, err)}",
+                f"{what}: {self._redact(_describe_unreadable(response, content, err))}",
                 status=status,
                 cf_ray=cf_ray,
                 retry_after=_retry_after(response),
             )
             # Bodies that are not JSON at all come from the edge (HTML error pages) or from
             # cut-off transfers, both transient; JSON of the wrong shape will not improve.
-            transient = isinstance(err, msgspec.DecodeError) and (
+            # (msgspec's ValidationError, a wrong shape, subclasses DecodeError.)
+            transient = not isinstance(err, msgspec.ValidationError) and (
                 status in RETRY_STATUSES or 200 <= status < 300
             )
             if transient or status in RETRY_STATUSES:
@@ -307,9 +307,11 @@ class ApiTransport:
 
     def _redacted(self, message: _ApiMessage) -> dict[str, Any]:
         text = str(message.message) if message.message is not None else ""
-        if self._secret and self._secret in text:
-            text = text.replace(self._secret, "***")
-        return {"code": message.code, "message": text}
+        return {"code": message.code, "message": self._redact(text)}
+
+    def _redact(self, text: str) -> str:
+        """Remove the credential from text a server sent back (some echo what they got)."""
+        return text.replace(self._secret, "***") if self._secret else text
 
     def _check_cancelled(self, what: str) -> None:
         if self.cancelled.is_set():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,12 +41,12 @@ def default_connection(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="session")
-def airflow_db() -> Iterator[Path]:
+def airflow_db() -> Path:
     """A migrated SQLite metadata DB for tests that run DAGs (``dag.test()``)."""
     from airflow.utils.db import initdb
 
     initdb()
-    yield _AIRFLOW_HOME
+    return _AIRFLOW_HOME
 
 
 class DagRunner:
@@ -60,7 +59,7 @@ class DagRunner:
     def __init__(self, dags_folder: Path) -> None:
         self.dags_folder = dags_folder
 
-    def load(self, source: str | Path, dag_id: str, *, filename: str | None = None):  # noqa: ANN201
+    def load(self, source: str | Path, dag_id: str, *, filename: str | None = None):
         """Put a DAG file (a path, or Python source text) in the dags folder and parse it."""
         from airflow.dag_processing.dagbag import DagBag
 
@@ -75,7 +74,7 @@ class DagRunner:
         assert not bag.import_errors, bag.import_errors
         return bag.dags[dag_id]
 
-    def run(self, source: str | Path, dag_id: str, **test_kwargs: object):  # noqa: ANN201
+    def run(self, source: str | Path, dag_id: str, **test_kwargs: object):
         """Load the DAG and run it once with ``dag.test()``; return the DagRun."""
         return self.load(source, dag_id).test(**test_kwargs)
 

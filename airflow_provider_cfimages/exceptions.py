@@ -53,6 +53,9 @@ class CloudflareImagesAPIError(CloudflareImagesError):
     :param errors: Cloudflare's ``errors`` entries (``code`` and ``message``).
     :param cf_ray: the ``cf-ray`` response header, to quote to Cloudflare support.
     :param retry_after: seconds the API asked to wait (429), if it said.
+    :param transient: the failure was of a kind that may pass by itself (rate limit, 5xx,
+        a dropped connection, a cut-off body) and the retries ran out; a caller that can
+        simply try later (a sensor) may treat it as "not yet".
     """
 
     def __init__(
@@ -63,8 +66,10 @@ class CloudflareImagesAPIError(CloudflareImagesError):
         errors: Sequence[dict[str, Any]] = (),
         cf_ray: str | None = None,
         retry_after: float | None = None,
+        transient: bool = False,
     ) -> None:
         self.status = status
+        self.transient = transient
         self.errors = [dict(e) for e in errors]
         self.codes = [e["code"] for e in self.errors if isinstance(e.get("code"), int)]
         self.cf_ray = cf_ray

@@ -239,12 +239,14 @@ class ApiTransport:
                     errors=error.errors,
                     cf_ray=error.cf_ray,
                     retry_after=error.retry_after,
+                    transient=True,
                 )
             raise CloudflareImagesAPIError(
                 f"{error.reason} (gave up after {self.max_retries} retries)",
                 status=error.status,
                 errors=error.errors,
                 cf_ray=error.cf_ray,
+                transient=True,
             )
         if rate_limited and error.retry_after is not None:
             return error.retry_after

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
+from urllib.parse import quote
 
 import requests
 from airflow.sdk import BaseHook
@@ -331,11 +332,18 @@ class CloudflareImagesHook(BaseHook):
         }
 
     def _image_path(self, image_id: str) -> str:
-        if not isinstance(image_id, str) or not image_id.strip() or "/" in image_id:
+        # Custom ids may contain sub-paths ("product/42") but cannot start or end with "/".
+        if (
+            not isinstance(image_id, str)
+            or not image_id.strip()
+            or image_id.startswith("/")
+            or image_id.endswith("/")
+        ):
             raise ValueError(
-                f"image_id must be a non-empty image id without '/'; got {image_id!r}."
+                "image_id must be a non-empty image id that does not start or end with '/'; "
+                f"got {image_id!r}."
             )
-        return f"accounts/{self.account_id}/images/v1/{image_id}"
+        return f"accounts/{self.account_id}/images/v1/{quote(image_id, safe='/')}"
 
 
 def image_not_found(err: CloudflareImagesAPIError) -> bool:

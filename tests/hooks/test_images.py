@@ -434,6 +434,7 @@ def test_backoff_grows_exponentially(mocked: responses.RequestsMock, no_sleep: l
     with pytest.raises(CloudflareImagesAPIError, match="gave up after 4 retries") as err:
         CloudflareImagesHook(max_retries=4).list_images()
     assert err.value.status == 503
+    assert err.value.transient is True
     ceilings = [1, 2, 4, 8]
     assert all(c / 2 <= w <= c for w, c in zip(no_sleep, ceilings, strict=True))
 
@@ -494,6 +495,7 @@ def test_client_errors_are_not_retried_and_say_what_to_fix(
     assert len(mocked.calls) == 1
     assert no_sleep == []
     assert err.value.status == status
+    assert err.value.transient is False
     assert err.value.codes == [code]
     assert err.value.cf_ray == "8a1b2c3d4e5f-EWR"
     assert hint in str(err.value)
@@ -572,7 +574,14 @@ def test_delete_with_a_wrong_account_is_an_error_not_absent(mocked: responses.Re
         CloudflareImagesHook().delete_image("img-1")
 
 
-@pytest.mark.parametrize("bad", ["", "a/b", None])
+def test_image_ids_with_sub_paths_are_allowed(mocked: responses.RequestsMock) -> None:
+    mocked.get(
+        f"{IMAGE_URL}/product/42%20b", json={"success": True, "errors": [], "result": image(1)}
+    )
+    assert CloudflareImagesHook().get_image("product/42 b")["id"] == "img-1"
+
+
+@pytest.mark.parametrize("bad", ["", "/a", "a/", None])
 def test_image_id_is_checked(mocked: responses.RequestsMock, bad: Any) -> None:
     with pytest.raises(ValueError, match="image_id"):
         CloudflareImagesHook().get_image(bad)

@@ -1,0 +1,218 @@
+"""The sensor that waits for images to exist in Cloudflare Images."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
+
+from airflow_provider_cfimages.conditions import (
+    DEFAULT_MAX_IMAGES,
+    DEFAULT_MAX_PAGES,
+    ImageConditionChecker,
+    ImageConditions,
+    whole_number,
+)
+from airflow_provider_cfimages.exceptions import CloudflareImagesError
+from airflow_provider_cfimages.hooks.images import CloudflareImagesHook
+from airflow_provider_cfimages.query import DEFAULT_PER_PAGE, ImageQuery
+from airflow_provider_cfimages.triggers.images import CloudflareImagesTrigger
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+# What an unset Jinja value renders to; treated as "not given".
+_ABSENT_STRINGS = {"", "None", "none", "null"}
+
+
+class CloudflareImagesSensor(BaseSensorOperator):
+    """Wait until images exist in Cloudflare Images; every condition given must hold.
+
+    Conditions: every id in ``image_ids`` exists (a direct creator upload still waiting for
+    its file does not count); and/or at least ``min_count`` images uploaded at or after
+    ``uploaded_after``, by ``creator``, whose filename matches the ``filename`` pattern.
+    The listing conditions page newest first and stop at the ``uploaded_after`` cutoff, as
+    soon as ``min_count`` images matched, or after ``max_pages`` pages, so a poke stays a few
+    requests even on an account with millions of images.
+
+    Returns (to XCom) the matching images as ``{"id", "filename", "uploaded"}`` dicts, ids
+    from ``image_ids`` first, then the newest listed matches, at most ``max_images_in_xcom``.
+
+    Authentication errors, a wrong account id and bad arguments fail the task at once. Rate
+    limiting (429) and server errors (5xx) are retried by the hook; if they persist, the poke
+    counts as "not yet" and the sensor keeps waiting until ``timeout``.
+
+    :param cloudflare_images_conn_id: the Airflow connection id.
+    :param account_id: the 32-hex account id; overrides the connection's extra. (templated)
+    :param image_ids: ids that must all exist: a list, or one string of comma-separated ids,
+        or the rendered text of a list (e.g. ``"{{ ti.xcom_pull('upload') }}"``).
+        (templated)
+    :param filename: an ``fnmatch`` pattern (case-sensitive) that a matching image's filename
+        matches, e.g. ``"batch-42-*.jpg"``. Without ``uploaded_after`` it searches the newest
+        ``max_pages * per_page`` images. (templated)
+    :param uploaded_after: matching images were uploaded at or after this instant, e.g.
+        ``"{{ data_interval_start }}"``. (templated)
+    :param min_count: at least this many images must match ``uploaded_after`` / ``creator`` /
+        ``filename``.
+    :param creator: matching images have this creator (narrows ``uploaded_after`` /
+        ``filename``). (templated)
+    :param per_page: images per list request, 10..10000.
+    :param max_pages: list requests allowed per poke; ``None`` lifts the cap.
+    :param max_images_in_xcom: the most images returned to XCom.
+    :param deferrable: wait in the triggerer instead of a worker slot; defaults to
+        ``[operators] default_deferrable``.
+    """
+
+    template_fields: Sequence[str] = (
+        "account_id",
+        "image_ids",
+        "filename",
+        "uploaded_after",
+        "creator",
+    )
+    template_fields_renderers = {"image_ids": "json"}
+    ui_color = "#f6821f"
+
+    def __init__(
+        self,
+        *,
+        cloudflare_images_conn_id: str = CloudflareImagesHook.default_conn_name,
+        account_id: str | None = None,
+        image_ids: list[str] | str | None = None,
+        filename: str | None = None,
+        uploaded_after: str | dt.datetime | None = None,
+        min_count: int = 1,
+        creator: str | None = None,
+        per_page: int = DEFAULT_PER_PAGE,
+        max_pages: int | None = DEFAULT_MAX_PAGES,
+        max_images_in_xcom: int = DEFAULT_MAX_IMAGES,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.cloudflare_images_conn_id = cloudflare_images_conn_id
+        self.account_id = account_id
+        self.image_ids = image_ids
+        self.filename = filename
+        self.uploaded_after = uploaded_after
+        self.min_count = whole_number(min_count, "min_count")
+        self.creator = creator
+        self.per_page = ImageQuery.build(per_page=per_page).per_page
+        self.max_pages = None if max_pages is None else whole_number(max_pages, "max_pages")
+        self.max_images_in_xcom = whole_number(max_images_in_xcom, "max_images_in_xcom")
+        self.deferrable = deferrable
+        self._check_conditions_early()
+
+    @cached_property
+    def conditions(self) -> ImageConditions:
+        """The conditions, from the rendered template fields (checked on first use)."""
+        return self._build_conditions()
+
+    @cached_property
+    def hook(self) -> CloudflareImagesHook:
+        """The hook, built once per task run."""
+        return CloudflareImagesHook(
+            self.cloudflare_images_conn_id, account_id=_given(self.account_id)
+        )
+
+    @cached_property
+    def checker(self) -> ImageConditionChecker:
+        """Checks the conditions; remembers the ids already found across pokes."""
+        return ImageConditionChecker(self.hook, self.conditions, max_images=self.max_images_in_xcom)
+
+    def execute(self, context: Context) -> Any:
+        """Check the rendered arguments, then poke (classic) or poke once and defer."""
+        self.log.info("Waiting until %s.", self.conditions.describe())
+        if not self.deferrable:
+            return super().execute(context)
+        result = self.poke(context)
+        if isinstance(result, PokeReturnValue) and result.is_done:
+            return result.xcom_value
+        self.defer(
+            trigger=self._trigger(),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=self.timeout),
+        )
+
+    def poke(self, context: Context) -> PokeReturnValue | bool:
+        """Check every condition once; ``False`` while something is missing."""
+        check = self.checker.check()
+        if not check.satisfied:
+            self.log.info("Not yet: %s [%d request(s)]", check.message, check.requests)
+            return False
+        self.log.info("%s [%d request(s)]", check.message, check.requests)
+        return PokeReturnValue(is_done=True, xcom_value=check.images)
+
+    def execute_complete(
+        self, context: Context, event: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """Resume after the trigger fired: return its images, or fail with its message.
+
+        :param context: the task context.
+        :param event: the trigger's event payload.
+        """
+        if event and event.get("status") == "success":
+            self.log.info("%s", event.get("message"))
+            return list(event.get("images") or [])
+        message = event.get("message") if event else "the trigger ended without an event"
+        raise CloudflareImagesError(f"Waiting for Cloudflare Images failed: {message}")
+
+    def on_kill(self) -> None:
+        """Stop a poke in progress at its next request."""
+        if "hook" in self.__dict__:
+            self.hook.cancel()
+
+    def _trigger(self) -> CloudflareImagesTrigger:
+        conditions = self.conditions
+        after = conditions.uploaded_after
+        return CloudflareImagesTrigger(
+            cloudflare_images_conn_id=self.cloudflare_images_conn_id,
+            account_id=_given(self.account_id),
+            image_ids=list(conditions.image_ids) or None,
+            filename=conditions.filename,
+            uploaded_after=after.isoformat() if after is not None else None,
+            min_count=conditions.min_count,
+            creator=conditions.creator,
+            per_page=conditions.per_page,
+            max_pages=conditions.max_pages,
+            max_images=self.max_images_in_xcom,
+            poke_interval=self.poke_interval,
+        )
+
+    def _build_conditions(self) -> ImageConditions:
+        return ImageConditions.build(
+            image_ids=self.image_ids,
+            filename=self.filename,
+            uploaded_after=self.uploaded_after,
+            min_count=self.min_count,
+            creator=self.creator,
+            per_page=self.per_page,
+            max_pages=self.max_pages,
+        )
+
+    def _check_conditions_early(self) -> None:
+        """Check the conditions when the DAG is parsed, if no value waits for a template."""
+        values = (self.image_ids, self.filename, self.uploaded_after, self.creator)
+        if all(_is_literal(value) for value in values):
+            self._build_conditions()
+
+
+def _is_literal(value: Any) -> bool:
+    """Whether a value is final as given (not a Jinja template, an XComArg or the like)."""
+    if value is None or isinstance(value, (dt.date, int, float)):
+        return True
+    if isinstance(value, str):
+        return "{{" not in value and "{%" not in value
+    if isinstance(value, (list, tuple)):
+        return all(isinstance(item, str) and _is_literal(item) for item in value)
+    return False
+
+
+def _given(value: str | None) -> str | None:
+    if isinstance(value, str) and value.strip() in _ABSENT_STRINGS:
+        return None
+    return value

@@ -23,11 +23,15 @@ _HINTS: dict[int, str] = {
     9106: "the request carried no credentials: set the connection's password",
     6003: "the auth headers are malformed: check the token or, for api_key auth, the "
     "account email (login) and the global API key (password)",
+    6102: "the X-Auth-Email header is malformed: check the account email in the login",
     6103: "the X-Auth-Key header is malformed: check the global API key in the password",
+    9103: "unknown global API key or email: check the login (email) and password (key)",
     6111: "the Authorization header is malformed: check the API token in the password",
     5403: "this account is not authorized for Cloudflare Images (is Images enabled?)",
     5404: "no image with this id in this account",
     7003: "no such route: check the account id (extra account_id or the task's account_id)",
+    7000: "no such route: check the connection's API base URL and the account id",
+    5400: "the API rejected a request parameter",
     971: "rate limited by Cloudflare (1200 requests per 5 minutes per user)",
 }
 _STATUS_HINTS: dict[int, str] = {

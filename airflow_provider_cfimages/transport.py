@@ -32,6 +32,13 @@ CONNECT_TIMEOUT = 10.0
 BACKOFF_INITIAL = 1.0
 BACKOFF_MAX = 30.0
 RATE_LIMIT_CODE = 971
+# A connection refused, reset or dropped mid-body, or a timeout: worth another try.
+_TRANSIENT_TRANSPORT_ERRORS = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+)
 
 
 class _ApiMessage(msgspec.Struct):
@@ -269,7 +276,7 @@ class ApiTransport:
                 method, url, params=params, json=json_body, timeout=self.timeout
             )
             content = response.content
-        except (requests.ConnectionError, requests.Timeout) as err:
+        except _TRANSIENT_TRANSPORT_ERRORS as err:
             raise _Retryable(
                 CloudflareImagesAPIError(f"{what}: {type(err).__name__} talking to {url}")
             ) from None

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.conftest_emulator"]
+
 # Airflow reads its home and config at import time, so isolate it before anything imports it.
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="cfimages-airflow-home-"))
 os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)

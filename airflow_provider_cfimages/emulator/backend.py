@@ -15,18 +15,26 @@ How it stays fast at a million images:
 - continuation tokens name a keyset position (the key of the last image served), not an
   offset, so images uploaded or deleted between two pages never make an image that
   existed for the whole listing appear twice or not at all.
+
+A token is 32 URL-safe characters (the schema's ``maxLength``): a keyed hash of
+``(sort_order, creator, position)`` that the backend remembers. The same position always
+gets the same token; a token that was edited, forged, issued by another emulator, or used
+with another ``sort_order`` or ``creator`` is answered 400 (5400).
 """
 
 from __future__ import annotations
 
 import base64
+import gc
 import hashlib
 import os
 import re
+import secrets
 import threading
-import uuid
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -45,7 +53,8 @@ from airflow_provider_cfimages.emulator.seed import (
     DEFAULT_VARIANTS,
     MAX_METADATA_BYTES,
     account_hash_for,
-    generate_images,
+    cloudflare_uuid,
+    generate_inventory,
     read_seed_file,
     variant_urls,
 )
@@ -69,6 +78,8 @@ _KEY_WIDTH = 18
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
+_decode_images = msgspec.json.Decoder(list[dict[str, Any]]).decode
+_decode_image = msgspec.json.Decoder(dict[str, Any]).decode
 
 
 def sort_key(uploaded: str, image_id: str) -> str:
@@ -237,7 +248,10 @@ class ImagesBackend:
         self.direct_upload_base_url = f"https://upload.imagedelivery.net/{self.account_hash}"
         self._lock = threading.RLock()
         self._state = _State()
-        self._baseline = _State()
+        self._baseline = self._state
+        # The state is shared with the baseline until the first write copies it, so a
+        # million-image inventory that is only read is held once, and reset() is instant.
+        self._shared = True
         self._drafts: dict[str, dict[str, Any]] = {}
         self._tokens: dict[str, _Cursor] = {}
         # Tokens are a keyed hash of the cursor: the same position always gets the same token,
@@ -251,8 +265,23 @@ class ImagesBackend:
 
         :returns: the number of images added.
         """
-        images = generate_images(count, seed, account_hash=self.account_hash, variants=self.variants)
-        return self.load(images)
+        inventory = generate_inventory(
+            count, seed, account_hash=self.account_hash, variants=self.variants
+        )
+        columns = _Columns()
+        with _gc_paused():
+            for uploaded_ms, image in inventory:
+                # The generator knows the instant: no need to parse the text back.
+                image_id = image["id"]
+                columns.keys.append(
+                    f"{uploaded_ms * 1000 + _KEY_OFFSET_US:0{_KEY_WIDTH}d}|{image_id}"
+                )
+                columns.blobs.append(_encode(image))
+                columns.ids.append(image_id)
+                columns.creators.append(image.get("creator"))
+            # Generated images come in upload-time order; only ties need ordering by id.
+            columns.sort_nearly_sorted()
+            return self._load_columns(columns, as_baseline=True)
 
     def seed_from_file(self, path: str | Path) -> int:
         """Add the images of a JSON / JSON Lines file (kept as written) as the baseline."""
@@ -266,34 +295,40 @@ class ImagesBackend:
         :returns: the number of images added.
         :raises ValueError: on a duplicate id or a bad ``uploaded``.
         """
-        entries: list[tuple[str, bytes, str | None]] = []
-        with self._lock:
-            known = self._state.by_id
-            seen: set[str] = set()
+        columns = _Columns()
+        with _gc_paused():
             for image in images:
-                image_id = image["id"]
-                if image_id in known or image_id in seen:
-                    raise ValueError(f"duplicate image id {image_id!r}")
-                seen.add(image_id)
                 creator = image.get("creator")
-                entries.append(
-                    (
-                        sort_key(image["uploaded"], image_id),
-                        _encode(image),
-                        creator if isinstance(creator, str) else None,
-                    )
-                )
-            entries.extend(state_entries(self._state))
-            entries.sort(key=lambda entry: entry[0])
-            self._state = _build_state(entries)
+                columns.keys.append(sort_key(image["uploaded"], image["id"]))
+                columns.blobs.append(_encode(image))
+                columns.ids.append(image["id"])
+                columns.creators.append(creator if isinstance(creator, str) else None)
+            columns.sort()
+            return self._load_columns(columns, as_baseline=as_baseline)
+
+    def _load_columns(self, new: _Columns, *, as_baseline: bool) -> int:
+        with self._lock:
+            current = self._state
+            if current.all.keys:
+                # Merging into an existing inventory: rare (tests), so simply sort again.
+                new.extend(_Columns.of(current))
+                new.sort()
+            state = _build_state(new)
+            if len(state.by_id) != len(new.keys):
+                counts = Counter(new.ids)
+                duplicate = next(image_id for image_id, n in counts.items() if n > 1)
+                raise ValueError(f"duplicate image id {duplicate!r}")
+            self._state = state
+            self._shared = as_baseline
             if as_baseline:
-                self._baseline = self._state.copy()
-            return len(seen)
+                self._baseline = state
+            return len(new.keys) - len(current.all.keys)
 
     def reset(self) -> None:
         """Go back to the inventory as it was seeded; forget drafts and continuation tokens."""
         with self._lock:
-            self._state = self._baseline.copy()
+            self._state = self._baseline
+            self._shared = True
             self._drafts.clear()
             self._tokens.clear()
 
@@ -301,6 +336,7 @@ class ImagesBackend:
         """Remove every image (the seeded baseline is kept for :meth:`reset`)."""
         with self._lock:
             self._state = _State()
+            self._shared = False
             self._drafts.clear()
             self._tokens.clear()
 
@@ -319,7 +355,7 @@ class ImagesBackend:
         """Every image, in ``(uploaded, id)`` ascending order, as API dicts."""
         with self._lock:
             blobs = list(self._state.all.blobs)
-        return _decode(b"[" + b",".join(blobs) + b"]")
+        return _decode_images(b"[" + b",".join(blobs) + b"]")
 
     def ids_sorted(self) -> list[str]:
         """Every image id, in ``(uploaded, id)`` ascending order."""
@@ -336,11 +372,14 @@ class ImagesBackend:
         creator: str | None = None,
         *,
         page_cap: int | None = None,
+        token_on_last_page: bool = False,
     ) -> V2Page:
         """List images V2, returning the page's images still JSON-encoded.
 
         :param page_cap: serve at most this many images even when ``per_page`` asks for more
             (the live API may cap pages at 1000); the page still carries a token.
+        :param token_on_last_page: give the last non-empty page a token too (its next page
+            is then empty, with a null token).
         """
         self._check_enabled()
         size = _parse_per_page(per_page)
@@ -387,7 +426,7 @@ class ImagesBackend:
                 more = start > 0
                 last_key = images.keys[start] if end > start else None
             token = None
-            if more and last_key is not None:
+            if (more or token_on_last_page) and last_key is not None:
                 token = self._issue_token(_Cursor(order, creator, last_key))
         return V2Page(blobs, token)
 
@@ -408,7 +447,7 @@ class ImagesBackend:
             another ``sort_order`` or ``creator``.
         """
         page = self.list_images_v2_page(per_page, sort_order, continuation_token, creator)
-        images = _decode(b"[" + b",".join(page.blobs) + b"]")
+        images = _decode_images(b"[" + b",".join(page.blobs) + b"]")
         return {"images": images, "continuation_token": page.continuation_token}
 
     def list_images_v1_page(
@@ -432,7 +471,7 @@ class ImagesBackend:
     ) -> dict[str, Any]:
         """List images (v1, deprecated): page-numbered, newest first: ``{"images": [...]}``."""
         blobs = self.list_images_v1_page(page, per_page)
-        return {"images": _decode(b"[" + b",".join(blobs) + b"]")}
+        return {"images": _decode_images(b"[" + b",".join(blobs) + b"]")}
 
     def get_image_blob(self, image_id: str) -> bytes:
         """Image details, still JSON-encoded."""
@@ -451,7 +490,7 @@ class ImagesBackend:
 
         :raises ImageNotFound: when there is no such image.
         """
-        return _decode(self.get_image_blob(image_id))
+        return _decode_image(self.get_image_blob(image_id))
 
     def update_image(
         self,
@@ -474,16 +513,17 @@ class ImagesBackend:
             key = self._state.by_id.get(image_id)
             if key is None:
                 raise ImageNotFound()
-            image = _decode(self._state.all.blobs[self._state.all.position(key)])
+            image = _decode_image(self._state.all.blobs[self._state.all.position(key)])
             if meta is not None:
                 image["meta"] = meta
             if signed is not None:
                 image["requireSignedURLs"] = signed
             blob = _encode(image)
-            self._state.all.replace(key, blob)
-            creator = self._state.creator_of.get(image_id)
+            state = self._writable()
+            state.all.replace(key, blob)
+            creator = state.creator_of.get(image_id)
             if creator is not None:
-                self._state.by_creator[creator].replace(key, blob)
+                state.by_creator[creator].replace(key, blob)
         return image
 
     def delete_image(self, image_id: str) -> dict[str, Any]:
@@ -493,15 +533,16 @@ class ImagesBackend:
         """
         self._check_enabled()
         with self._lock:
-            key = self._state.by_id.pop(image_id, None)
-            if key is None:
+            if image_id not in self._state.by_id:
                 if self._drafts.pop(image_id, None) is not None:
                     return {}
                 raise ImageNotFound()
-            self._state.all.remove(key)
-            creator = self._state.creator_of.pop(image_id, None)
+            state = self._writable()
+            key = state.by_id.pop(image_id)
+            state.all.remove(key)
+            creator = state.creator_of.pop(image_id, None)
             if creator is not None:
-                self._state.by_creator[creator].remove(key)
+                state.by_creator[creator].remove(key)
         return {}
 
     def upload_image(
@@ -512,7 +553,7 @@ class ImagesBackend:
         filename: str | None = None,
         metadata: dict[str, Any] | str | None = None,
         require_signed_urls: bool | str | None = None,
-        id: str | None = None,  # noqa: A002 - the API's field name
+        id: str | None = None,
         creator: str | None = None,
     ) -> dict[str, Any]:
         """Upload an image from a file or a URL (only its metadata is kept).
@@ -545,7 +586,7 @@ class ImagesBackend:
         self,
         filename: str = "image.jpg",
         *,
-        id: str | None = None,  # noqa: A002 - the API's field name
+        id: str | None = None,
         metadata: dict[str, Any] | None = None,
         require_signed_urls: bool = False,
         creator: str | None = None,
@@ -565,7 +606,7 @@ class ImagesBackend:
         with self._lock:
             if self.allowed is not None and self.count >= self.allowed:
                 raise ServiceLimitReached()
-            image_id = id or str(uuid.uuid4())
+            image_id = id or cloudflare_uuid(secrets.randbits(128))
             if image_id in self._state.by_id or image_id in self._drafts:
                 raise ResourceAlreadyExists()
             image: dict[str, Any] = {"id": image_id, "filename": filename}
@@ -590,7 +631,7 @@ class ImagesBackend:
     def create_direct_upload(
         self,
         *,
-        id: str | None = None,  # noqa: A002 - the API's field name
+        id: str | None = None,
         metadata: dict[str, Any] | str | None = None,
         require_signed_urls: bool | str | None = None,
         creator: str | None = None,
@@ -612,7 +653,7 @@ class ImagesBackend:
         meta = _parse_metadata(metadata)
         signed = bool(_parse_bool("requireSignedURLs", require_signed_urls))
         with self._lock:
-            image_id = id or str(uuid.uuid4())
+            image_id = id or cloudflare_uuid(secrets.randbits(128))
             if image_id in self._state.by_id or image_id in self._drafts:
                 raise ResourceAlreadyExists()
             draft: dict[str, Any] = {"id": image_id}
@@ -648,10 +689,17 @@ class ImagesBackend:
         if not self.images_enabled:
             raise AccountNotAuthorized()
 
+    def _writable(self) -> _State:
+        """The current state, copied first if it is still the baseline (call with the lock)."""
+        if self._shared:
+            self._state = self._state.copy()
+            self._shared = False
+        return self._state
+
     def _insert(self, image: dict[str, Any]) -> None:
         key = sort_key(image["uploaded"], image["id"])
         blob = _encode(image)
-        state = self._state
+        state = self._writable()
         state.all.insert(key, blob)
         state.by_id[image["id"]] = key
         creator = image.get("creator")
@@ -671,22 +719,81 @@ class ImagesBackend:
         return token
 
 
-def state_entries(state: _State) -> Iterable[tuple[str, bytes, str | None]]:
-    """The (key, blob, creator) triples of a state, in key order."""
-    creator_of = state.creator_of
-    for key, blob in zip(state.all.keys, state.all.blobs):
-        yield key, blob, creator_of.get(_id_of(key))
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building many containers at once.
+
+    A million tuples and dicts would otherwise trigger dozens of full collections, each
+    walking everything built so far; none of these objects form cycles.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
-def _build_state(entries: list[tuple[str, bytes, str | None]]) -> _State:
-    """A state from (key, blob, creator) triples already sorted by key."""
+@dataclass
+class _Columns:
+    """Images being loaded, as parallel lists (tuples per image would cost 64 bytes each)."""
+
+    keys: list[str] = field(default_factory=list)
+    blobs: list[bytes] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+    creators: list[str | None] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, state: _State) -> _Columns:
+        ids = [_id_of(key) for key in state.all.keys]
+        creators = [state.creator_of.get(image_id) for image_id in ids]
+        return cls(list(state.all.keys), list(state.all.blobs), ids, creators)
+
+    def extend(self, other: _Columns) -> None:
+        self.keys += other.keys
+        self.blobs += other.blobs
+        self.ids += other.ids
+        self.creators += other.creators
+
+    def sort(self) -> None:
+        order = sorted(range(len(self.keys)), key=self.keys.__getitem__)
+        self.keys = [self.keys[i] for i in order]
+        self.blobs = [self.blobs[i] for i in order]
+        self.ids = [self.ids[i] for i in order]
+        self.creators = [self.creators[i] for i in order]
+
+    def sort_nearly_sorted(self) -> None:
+        """Insertion sort: linear for lists where few items are out of place."""
+        keys, blobs, ids, creators = self.keys, self.blobs, self.ids, self.creators
+        for i in range(1, len(keys)):
+            key = keys[i]
+            if key >= keys[i - 1]:
+                continue
+            blob, image_id, creator = blobs[i], ids[i], creators[i]
+            j = i - 1
+            while j >= 0 and keys[j] > key:
+                keys[j + 1], blobs[j + 1], ids[j + 1], creators[j + 1] = (
+                    keys[j],
+                    blobs[j],
+                    ids[j],
+                    creators[j],
+                )
+                j -= 1
+            keys[j + 1], blobs[j + 1], ids[j + 1], creators[j + 1] = key, blob, image_id, creator
+
+
+def _build_state(columns: _Columns) -> _State:
+    """A state from columns already sorted by key."""
     state = _State()
-    state.all.keys = [entry[0] for entry in entries]
-    state.all.blobs = [entry[1] for entry in entries]
-    state.by_id = {_id_of(key): key for key in state.all.keys}
-    for key, blob, creator in entries:
+    state.all.keys = columns.keys
+    state.all.blobs = columns.blobs
+    state.by_id = dict(zip(columns.ids, columns.keys, strict=True))
+    for key, blob, image_id, creator in zip(
+        columns.keys, columns.blobs, columns.ids, columns.creators, strict=True
+    ):
         if creator is not None:
-            state.creator_of[_id_of(key)] = creator
+            state.creator_of[image_id] = creator
             images = state.by_creator.get(creator)
             if images is None:
                 images = state.by_creator[creator] = _SortedImages()
@@ -702,4 +809,3 @@ def _check_custom_id(image_id: str) -> None:
         raise BadRequest("custom id cannot start or end with a /")
     if _UUID_PATTERN.match(image_id):
         raise BadRequest("custom id cannot be a UUID")
-

@@ -157,7 +157,7 @@ class MethodNotAllowed(CloudflareAPIError):
     code = 7001
     status = 405
 
-    def __init__(self, method: str, allowed: list[str], **kwargs: Any):
+    def __init__(self, method: str, allowed: list[str]):
         headers = {"Allow": ", ".join(allowed)}
         super().__init__(f"Method {method} not available for that URI.", headers=headers)
 

@@ -23,11 +23,13 @@ import hashlib
 import random
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
 from airflow_provider_cfimages.emulator.timestamps import format_uploaded
+
+_T = TypeVar("_T")
 
 #: the variants every image of a seeded account has (Cloudflare lists all of an account's
 #: variants on every image)
@@ -57,6 +59,10 @@ _AWKWARD_FILENAMES: tuple[str, ...] = (
 )
 _NEWLINE_FILENAMES: tuple[str, ...] = ("line one\nline two.jpg", "trailing newline.png\n")
 _EXTENSIONS: tuple[str, ...] = ("jpg", "jpg", "jpg", "png", "png", "webp", "gif", "JPG", "jpeg")
+_CUSTOM_ID_ROOTS: tuple[str, ...] = ("products", "avatars", "blog/posts")
+_ENTITY_TYPES: tuple[str, ...] = ("product", "article", "user")
+_WIDTHS: tuple[int, ...] = (640, 1024, 1920, 3024, 4032)
+_HEIGHTS: tuple[int, ...] = (480, 768, 1080, 3024)
 _VIEWS: tuple[str, ...] = ("front", "back", "side", "detail", "hero", "thumb", "lifestyle")
 _WORDS: tuple[str, ...] = (
     "summer",
@@ -101,68 +107,137 @@ def variant_urls(account_hash: str, image_id: str, variants: tuple[str, ...]) ->
     return [f"https://imagedelivery.net/{account_hash}/{image_id}/{name}" for name in variants]
 
 
-def _uuid(rng: random.Random) -> str:
-    raw = f"{rng.getrandbits(128):032x}"
-    return f"{raw[:8]}-{raw[8:12]}-{raw[12:16]}-{raw[16:20]}-{raw[20:]}"
+def cloudflare_uuid(bits: int) -> str:
+    """An image id shaped like the ones Cloudflare assigns, from 128 random bits.
+
+    They are UUID-formatted with a version-4 nibble and, in every id seen in Cloudflare's
+    docs, a last byte of ``00`` (e.g. ``107b9558-dd06-4bbd-5fef-9c2c16bb7900``).
+    """
+    raw = f"{bits:032x}"
+    return f"{raw[:8]}-{raw[8:12]}-4{raw[13:16]}-{raw[16:20]}-{raw[20:30]}00"
 
 
-def _image_id(rng: random.Random, serial: int) -> str:
-    roll = rng.random()
+class _Dice:
+    """Deterministic draws from one :class:`random.Random`.
+
+    ``choice``/``randrange`` cost a few hundred nanoseconds each in pure Python; a million
+    images need tens of millions of draws, so everything is derived from ``random()``.
+    """
+
+    __slots__ = ("bits", "random")
+
+    def __init__(self, seed: int) -> None:
+        rng = random.Random(seed)
+        self.random = rng.random
+        self.bits = rng.getrandbits
+
+    def pick(self, items: tuple[_T, ...]) -> _T:
+        return items[int(self.random() * len(items))]
+
+    def below(self, bound: int) -> int:
+        return int(self.random() * bound)
+
+
+def _image_id(dice: _Dice, serial: int) -> str:
+    roll = dice.random()
     if roll < 0.03:
         # Custom ids may hold sub-paths; the serial keeps them unique.
-        return f"{rng.choice(('products', 'avatars', 'blog/posts'))}/{serial}/{rng.choice(_VIEWS)}"
+        return f"{dice.pick(_CUSTOM_ID_ROOTS)}/{serial}/{dice.pick(_VIEWS)}"
     if roll < 0.15:
-        return f"{rng.getrandbits(128):032x}"
-    return _uuid(rng)
+        return f"{dice.bits(128):032x}"
+    return cloudflare_uuid(dice.bits(128))
 
 
-def _filename(rng: random.Random) -> str:
-    roll = rng.random()
-    ext = rng.choice(_EXTENSIONS)
+def _filename(dice: _Dice) -> str:
+    roll = dice.random()
     if roll < 0.001:
-        return rng.choice(_NEWLINE_FILENAMES)
+        return dice.pick(_NEWLINE_FILENAMES)
     if roll < 0.03:
-        return rng.choice(_AWKWARD_FILENAMES)
+        return dice.pick(_AWKWARD_FILENAMES)
+    ext = dice.pick(_EXTENSIONS)
     if roll < 0.30:
-        return f"IMG_{rng.randrange(10_000):04d}.{ext}"
+        return f"IMG_{dice.below(10_000):04d}.{ext}"
     if roll < 0.40:
-        return f"DSC{rng.randrange(100_000):05d}.JPG"
+        return f"DSC{dice.below(100_000):05d}.JPG"
     if roll < 0.65:
-        return f"product-{rng.randrange(1, 200_000)}-{rng.choice(_VIEWS)}.{ext}"
+        return f"product-{1 + dice.below(200_000)}-{dice.pick(_VIEWS)}.{ext}"
     if roll < 0.80:
-        words = " ".join(rng.choice(_WORDS) for _ in range(rng.randrange(1, 4)))
-        suffix = f" ({rng.randrange(1, 9)})" if rng.random() < 0.3 else ""
+        words = " ".join([dice.pick(_WORDS) for _ in range(1 + dice.below(3))])
+        suffix = f" ({1 + dice.below(8)})" if dice.random() < 0.3 else ""
         return f"{words}{suffix}.{ext}"
     if roll < 0.90:
-        return f"Screenshot 2023-{rng.randrange(1, 13):02d}-{rng.randrange(1, 29):02d} at 10.22.31.png"
-    return f"{rng.getrandbits(64):016x}.{ext}"
+        month, day = 1 + dice.below(12), 1 + dice.below(28)
+        return f"Screenshot 2023-{month:02d}-{day:02d} at 10.22.31.png"
+    return f"{dice.bits(64):016x}.{ext}"
 
 
-def _metadata(rng: random.Random, serial: int) -> dict[str, Any] | None:
-    roll = rng.random()
+def _metadata(dice: _Dice, serial: int) -> dict[str, Any] | None:
+    roll = dice.random()
     if roll < 0.30:
         return None
     if roll < 0.65:
-        if rng.random() < 0.5:
+        if dice.random() < 0.5:
             return {"sku": f"SKU-{serial:07d}"}
-        return {"source": rng.choice(_SOURCES), "entity_id": serial}
+        return {"source": dice.pick(_SOURCES), "entity_id": serial}
     meta: dict[str, Any] = {
-        "source": rng.choice(_SOURCES),
-        "entity": {"type": rng.choice(("product", "article", "user")), "id": serial},
-        "tags": rng.sample(_TAGS, rng.randrange(0, 4)),
-        "alt": f"{rng.choice(_WORDS)} {rng.choice(_WORDS)} photo",
-        "width": rng.choice((640, 1024, 1920, 3024, 4032)),
-        "height": rng.choice((480, 768, 1080, 3024)),
-        "approved": rng.random() < 0.8,
-        "score": round(rng.random() * 5, 2),
+        "source": dice.pick(_SOURCES),
+        "entity": {"type": dice.pick(_ENTITY_TYPES), "id": serial},
+        "tags": [tag for tag in _TAGS if dice.random() < 0.2],
+        "alt": f"{dice.pick(_WORDS)} {dice.pick(_WORDS)} photo",
+        "width": dice.pick(_WIDTHS),
+        "height": dice.pick(_HEIGHTS),
+        "approved": dice.random() < 0.8,
+        "score": round(dice.random() * 5, 2),
     }
     if roll < 0.90:
         return meta
     # Large metadata: a description that takes the object close to, never over, 1024 bytes.
-    meta["description"] = _LOREM[: rng.randrange(200, 1000)]
+    meta["description"] = _LOREM[: 200 + dice.below(800)]
     while len(msgspec.json.encode(meta)) > MAX_METADATA_BYTES:
         meta["description"] = meta["description"][:-40]
     return meta
+
+
+def generate_inventory(
+    count: int,
+    seed: int = 0,
+    *,
+    account_hash: str,
+    variants: tuple[str, ...] = DEFAULT_VARIANTS,
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(uploaded epoch ms, image)`` for ``count`` realistic images.
+
+    Deterministic for a given ``seed``; images come in ascending ``uploaded`` order (ties
+    in no particular id order).
+
+    :param count: how many images.
+    :param seed: the seed of the generator; the same seed gives the same inventory.
+    :param account_hash: the delivery hash used in the variant URLs.
+    :param variants: the account's variant names.
+    """
+    dice = _Dice(seed)
+    draw = dice.random
+    span = SEED_END_MS - SEED_START_MS
+    times = sorted([SEED_START_MS + int(draw() * span) for _ in range(count)])
+    for i in range(1, count):
+        # Bulk uploads land in the same millisecond: exact ties exercise the id tiebreak.
+        if draw() < 0.02:
+            times[i] = times[i - 1]
+    for serial, uploaded_ms in enumerate(times):
+        # Unique by construction: custom ids hold the serial, the others 120+ random bits.
+        image_id = _image_id(dice, serial)
+        image: dict[str, Any] = {"id": image_id, "filename": _filename(dice)}
+        meta = _metadata(dice, serial)
+        if meta is not None:
+            image["meta"] = meta
+        image["uploaded"] = format_uploaded(uploaded_ms)
+        image["requireSignedURLs"] = draw() < 0.05
+        image["variants"] = [
+            f"https://imagedelivery.net/{account_hash}/{image_id}/{name}" for name in variants
+        ]
+        if draw() < 0.30:
+            image["creator"] = dice.pick(CREATORS)
+        yield uploaded_ms, image
 
 
 def generate_images(
@@ -172,36 +247,10 @@ def generate_images(
     account_hash: str,
     variants: tuple[str, ...] = DEFAULT_VARIANTS,
 ) -> Iterator[dict[str, Any]]:
-    """Yield ``count`` realistic images, deterministically for a given ``seed``.
-
-    Images come in ascending ``uploaded`` order (ties in no particular id order).
-
-    :param count: how many images.
-    :param seed: the seed of the generator; the same seed gives the same inventory.
-    :param account_hash: the delivery hash used in the variant URLs.
-    :param variants: the account's variant names.
-    """
-    rng = random.Random(seed)
-    times = sorted(rng.randrange(SEED_START_MS, SEED_END_MS) for _ in range(count))
-    for i in range(1, count):
-        # Bulk uploads land in the same millisecond: exact ties exercise the id tiebreak.
-        if rng.random() < 0.02:
-            times[i] = times[i - 1]
-    used_ids: set[str] = set()
-    for serial, uploaded_ms in enumerate(times):
-        image_id = _image_id(rng, serial)
-        while image_id in used_ids:  # a 128-bit collision will not happen; custom ids might
-            image_id = _uuid(rng)
-        used_ids.add(image_id)
-        image: dict[str, Any] = {"id": image_id, "filename": _filename(rng)}
-        meta = _metadata(rng, serial)
-        if meta is not None:
-            image["meta"] = meta
-        image["uploaded"] = format_uploaded(uploaded_ms)
-        image["requireSignedURLs"] = rng.random() < 0.05
-        image["variants"] = variant_urls(account_hash, image_id, variants)
-        if rng.random() < 0.30:
-            image["creator"] = rng.choice(CREATORS)
+    """Yield ``count`` realistic images (see :func:`generate_inventory`)."""
+    for _uploaded_ms, image in generate_inventory(
+        count, seed, account_hash=account_hash, variants=variants
+    ):
         yield image
 
 

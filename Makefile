@@ -28,5 +28,8 @@ lint: install
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+demo: install
+	$(BIN)/python scripts/demo.py
+
 clean:
 	rm -rf $(VENV) .demo build dist *.egg-info

@@ -679,7 +679,6 @@ class _Handler(BaseHTTPRequestHandler):
             response = app.edge_failure(*edge.fail, ray_id)
         else:
             response = app.handle(request)
-        sent = self._send(response, ray_id, truncate=edge.truncate)
         codes: tuple[int, ...] = ()
         if response.status >= 400 and response.content_type == "application/json":
             try:
@@ -687,9 +686,12 @@ class _Handler(BaseHTTPRequestHandler):
             except (msgspec.DecodeError, KeyError, TypeError):
                 codes = ()
         status = 200 if edge.truncate else response.status
+        planned = response.length // 2 if edge.truncate else response.length
+        # Logged before answering, so a client holding its answer finds its request logged.
         app.record(
-            request, status, fault=fault, error_codes=codes, bytes_sent=sent, started=started
+            request, status, fault=fault, error_codes=codes, bytes_sent=planned, started=started
         )
+        self._send(response, ray_id, truncate=edge.truncate)
 
     def _send(
         self,

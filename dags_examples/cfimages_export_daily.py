@@ -1,0 +1,55 @@
+"""Export the whole Cloudflare Images inventory once a day.
+
+Needs the ``cloudflare_images_default`` connection (an API token with *Images Read* and the
+``account_id`` extra; see the README). The export goes to
+``<export base>/daily/<ds>.jsonl.gz``, where the export base is the Airflow Variable
+``cfimages_export_base`` (a local directory or any ObjectStoragePath URI, e.g.
+``s3://aws_default@my-bucket/cloudflare-images``), by default ``$AIRFLOW_HOME/cfimages``.
+
+The write is atomic and keyed by the logical date, so retries and re-runs replace the file
+rather than duplicate it. XCom holds only the manifest (path, count, sha256, ...), and the
+``cloudflare_images_inventory`` asset is updated with the manifest as its event extra, so
+downstream DAGs (``cfimages_reconcile``) can be scheduled on it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pendulum
+from airflow.sdk import DAG, Asset, task
+
+from airflow_provider_cfimages.operators.images import CloudflareImagesListOperator
+
+DEFAULT_EXPORT_BASE = str(
+    Path(os.environ.get("AIRFLOW_HOME", "~/airflow")).expanduser() / "cfimages"
+)
+EXPORT_BASE = "{{ var.value.get('cfimages_export_base', '" + DEFAULT_EXPORT_BASE + "') }}"
+INVENTORY = Asset(name="cloudflare_images_inventory", uri="cfimages://inventory/daily")
+
+with DAG(
+    dag_id="cfimages_export_daily",
+    description="Daily full export of the Cloudflare Images inventory",
+    schedule="@daily",
+    start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["cloudflare-images", "example"],
+) as dag:
+    export = CloudflareImagesListOperator(
+        task_id="export_inventory",
+        per_page=10_000,  # 100 requests per million images
+        sort_order="asc",
+        output_path=EXPORT_BASE + "/daily/{{ ds }}.jsonl.gz",
+        retries=2,
+    )
+
+    @task(outlets=[INVENTORY])
+    def publish_inventory(manifest: dict[str, Any], *, outlet_events: Any = None) -> dict[str, Any]:
+        """Attach the manifest to the asset event, so consumers know which file to read."""
+        outlet_events[INVENTORY].extra = manifest
+        return manifest
+
+    publish_inventory(export.output)

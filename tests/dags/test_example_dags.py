@@ -40,9 +40,7 @@ def emu() -> Iterator[EmulatorServer]:
 
 
 @pytest.fixture
-def airflow_env(
-    emu: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Path:
+def airflow_env(emu: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The connection and the export base, as a user would set them: environment only."""
     emu.backend.reset()
     emu.faults.clear()
@@ -110,9 +108,7 @@ def test_export_incremental_exports_exactly_its_interval(
     )
     assert run.state == "success"
     start, end = run.data_interval_start, run.data_interval_end
-    expected = [
-        i["id"] for i in reversed(images) if start <= pendulum.parse(i["uploaded"]) < end
-    ]
+    expected = [i["id"] for i in reversed(images) if start <= pendulum.parse(i["uploaded"]) < end]
     assert expected, "the chosen interval should hold images"
     manifest = dag_runner.xcoms(run)["export_new_images"]
     assert manifest["count"] == len(expected)

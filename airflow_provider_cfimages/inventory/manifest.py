@@ -1,0 +1,108 @@
+"""The manifest an export returns to XCom: what was written, from which listing, and when."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from airflow_provider_cfimages.inventory.writer import InventoryFormat, WrittenInventory
+from airflow_provider_cfimages.query import ImageQuery
+
+
+@dataclass(frozen=True)
+class InventoryManifest:
+    """Describes one exported inventory file; ``to_dict()`` is the XCom value (JSON only).
+
+    :param path: the final path, as a string ``ObjectStoragePath`` accepts.
+    :param format: ``jsonl``, ``csv`` or ``json``.
+    :param compression: ``gzip`` or ``None``.
+    :param count: images in the file.
+    :param pages: list pages read.
+    :param bytes: size of the file as stored (after gzip).
+    :param uncompressed_bytes: size before gzip.
+    :param sha256: hex sha256 of the file as stored.
+    :param oldest_uploaded: the earliest ``uploaded`` in the file, as the API gave it.
+    :param newest_uploaded: the latest ``uploaded`` in the file, as the API gave it.
+    :param account_id: the account listed.
+    :param sort_order: ``asc`` or ``desc``, the order of the images in the file.
+    :param per_page: images asked for per request.
+    :param creator: the creator filter, or ``None``.
+    :param uploaded_after: the window's inclusive lower bound (ISO 8601), or ``None``.
+    :param uploaded_before: the window's exclusive upper bound (ISO 8601), or ``None``.
+    :param max_images: the limit on images, or ``None``.
+    :param fields: the keys kept, or ``None`` for all.
+    :param requests: HTTP requests sent, retries included.
+    :param listed_at: when listing started (ISO 8601, UTC).
+    """
+
+    path: str
+    format: InventoryFormat
+    compression: str | None
+    count: int
+    pages: int
+    bytes: int
+    uncompressed_bytes: int
+    sha256: str
+    oldest_uploaded: str | None
+    newest_uploaded: str | None
+    account_id: str
+    sort_order: str
+    per_page: int
+    creator: str | None
+    uploaded_after: str | None
+    uploaded_before: str | None
+    max_images: int | None
+    fields: list[str] | None
+    requests: int
+    listed_at: str
+
+    @classmethod
+    def describe(
+        cls,
+        written: WrittenInventory,
+        *,
+        query: ImageQuery,
+        account_id: str,
+        fields: Sequence[str] | None,
+        requests: int,
+        listed_at: str,
+    ) -> InventoryManifest:
+        """Combine what the writer wrote with the listing that produced it.
+
+        :param written: the writer's result.
+        :param query: the checked listing parameters.
+        :param account_id: the account listed.
+        :param fields: the keys kept, or ``None``.
+        :param requests: HTTP requests sent.
+        :param listed_at: when listing started (ISO 8601, UTC).
+        """
+        return cls(
+            **dataclasses.asdict(written),
+            account_id=account_id,
+            sort_order=query.sort_order,
+            per_page=query.per_page,
+            creator=query.creator,
+            **query.window_as_strings(),
+            max_images=query.limit,
+            fields=list(fields) if fields else None,
+            requests=requests,
+            listed_at=listed_at,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest as plain JSON-serialisable data (the XCom value)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> InventoryManifest:
+        """Read a manifest back from XCom; keys it does not know are ignored.
+
+        :param data: a manifest as returned by :meth:`to_dict`.
+        """
+        names = {f.name for f in dataclasses.fields(cls)}
+        missing = sorted(names - set(data))
+        if missing:
+            raise ValueError(f"Not an inventory manifest: it lacks {missing}.")
+        return cls(**{name: data[name] for name in names})

@@ -1,0 +1,362 @@
+"""InventoryWriter and InventoryTarget: formats, hashing, atomic writes, argument checks."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from airflow_provider_cfimages.exceptions import CloudflareImagesConfigError
+from airflow_provider_cfimages.inventory import (
+    CSV_COLUMNS,
+    InventoryManifest,
+    InventoryTarget,
+    InventoryWriter,
+    check_fields,
+    csv_cell,
+)
+from airflow_provider_cfimages.query import ImageQuery
+
+IMAGES: list[dict[str, Any]] = [
+    {
+        "id": "img-new",
+        "filename": 'cats, "the best"\nvol. 2 — été.png',
+        "uploaded": "2024-03-02T10:00:00.500Z",
+        "requireSignedURLs": False,
+        "meta": {"owner": "ann", "tags": ["a", "b"]},
+        "variants": ["https://imagedelivery.net/h/img-new/public"],
+        "creator": "ann",
+        "unknownKey": {"kept": True},
+    },
+    {
+        "id": "img-mid",
+        "filename": "plain.jpg",
+        "uploaded": "2024-03-01T00:00:00Z",
+        "requireSignedURLs": True,
+        "variants": [],
+    },
+    {
+        "id": "img-old",
+        "filename": "old.gif",
+        "uploaded": "2023-12-31T23:59:59.999Z",
+        "requireSignedURLs": False,
+        "meta": {},
+        "variants": ["https://imagedelivery.net/h/img-old/public"],
+    },
+]
+
+
+def write(path: Path, pages: list[list[dict[str, Any]]], **kwargs: Any) -> Any:
+    target = InventoryTarget.parse(str(path), kwargs.pop("output_format", None))
+    with InventoryWriter(target, **kwargs) as writer:
+        for page in pages:
+            writer.write_page(page)
+        return writer.commit()
+
+
+def stored_text(path: Path) -> str:
+    data = path.read_bytes()
+    return (gzip.decompress(data) if path.name.endswith(".gz") else data).decode("utf-8")
+
+
+def read_back(path: Path, fmt: str) -> list[Any]:
+    text = stored_text(path)
+    if fmt == "jsonl":
+        return [json.loads(line) for line in text.splitlines()]
+    if fmt == "json":
+        return json.loads(text)
+    return list(csv.reader(io.StringIO(text, newline="")))
+
+
+# -- target ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("output_path", "output_format", "expected"),
+    [
+        ("/data/images.jsonl", None, ("jsonl", False)),
+        ("/data/images.jsonl.gz", None, ("jsonl", True)),
+        ("/data/images.ndjson", None, ("jsonl", False)),
+        ("/data/images.CSV.GZ", None, ("csv", True)),
+        ("/data/images.json", None, ("json", False)),
+        ("/data/images", None, ("jsonl", False)),
+        ("/data/images.txt.gz", "csv", ("csv", True)),
+        ("/data/images.json", " JSON ", ("json", False)),
+        ("file:///data/images.csv", None, ("csv", False)),
+        ("s3://aws_default@bucket/cf/2024-01-01.jsonl.gz", None, ("jsonl", True)),
+    ],
+)
+def test_target_infers_format_and_gzip_from_the_suffix(
+    output_path: str, output_format: str | None, expected: tuple[str, bool]
+) -> None:
+    target = InventoryTarget.parse(output_path, output_format)
+    assert (target.format, target.compressed) == expected
+    assert target.uri == output_path
+
+
+@pytest.mark.parametrize(
+    ("output_path", "output_format", "message"),
+    [
+        ("images.jsonl", None, "output_path must be an absolute local path"),
+        ("~/images.jsonl", None, "output_path must be an absolute local path"),
+        ("", None, "output_path must be a local path or a URI"),
+        (None, None, "output_path must be a local path or a URI"),
+        ("/data/exports/", None, "output_path must name a file, not a directory"),
+        ("s3://bucket", None, "output_path must name a file inside the bucket"),
+        ("/data/images.jsonl.bz2", None, "only gzip compression is supported"),
+        ("/data/images.jsonl.zst", None, "only gzip compression is supported"),
+        ("/data/images.jsonl", "parquet", "output_format must be one of"),
+        ("/data/images.jsonl", "csv", "output_format is 'csv' but output_path"),
+        ("/data/images.csv.gz", "json", "output_format is 'json' but output_path"),
+    ],
+)
+def test_target_rejects_bad_destinations_by_parameter_name(
+    output_path: Any, output_format: Any, message: str
+) -> None:
+    with pytest.raises(CloudflareImagesConfigError, match=message):
+        InventoryTarget.parse(output_path, output_format)
+
+
+def test_scheme_without_filesystem_names_output_path_and_the_provider() -> None:
+    target = InventoryTarget.parse("gs://bucket/cf/images.jsonl")
+    with pytest.raises(CloudflareImagesConfigError) as info:
+        target.check_filesystem()
+    assert "output_path 'gs://bucket/cf/images.jsonl'" in str(info.value)
+    assert "apache-airflow-providers-google" in str(info.value)
+
+
+def test_local_and_s3_schemes_have_filesystems() -> None:
+    InventoryTarget.parse("/tmp/x.jsonl").check_filesystem()
+    InventoryTarget.parse("file:///tmp/x.jsonl").check_filesystem()
+    InventoryTarget.parse("s3://aws_default@bucket/x.jsonl").check_filesystem()
+
+
+# -- fields ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        (None, None),
+        (["id", "uploaded"], ("id", "uploaded")),
+        (("id",), ("id",)),
+        ("id, filename ,uploaded", ("id", "filename", "uploaded")),
+    ],
+)
+def test_fields_accepts_lists_and_comma_separated_text(fields: Any, expected: Any) -> None:
+    assert check_fields(fields) == expected
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ([], "fields must be a non-empty list"),
+        ("", "fields must hold only non-empty key names"),
+        ({"id": 1}, "fields must be a non-empty list"),
+        (["id", ""], "fields must hold only non-empty key names"),
+        (["id", 3], "fields must hold only non-empty key names"),
+        (["id", "id"], r"fields must name each key once; \['id'\]"),
+    ],
+)
+def test_fields_rejects_empty_or_repeated_keys(fields: Any, message: str) -> None:
+    with pytest.raises(CloudflareImagesConfigError, match=message):
+        check_fields(fields)
+
+
+# -- formats --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["out.jsonl", "out.json", "out.jsonl.gz", "out.json.gz"])
+def test_json_formats_keep_every_image_exactly_across_pages(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    written = write(path, [IMAGES[:2], [], IMAGES[2:]])
+    fmt = "json" if ".json." in name or name.endswith(".json") else "jsonl"
+    assert read_back(path, fmt) == IMAGES
+    assert (written.format, written.count, written.pages) == (fmt, 3, 3)
+
+
+@pytest.mark.parametrize("name", ["out.csv", "out.csv.gz"])
+def test_csv_has_a_header_and_quotes_awkward_text(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    write(path, [IMAGES])
+    rows = read_back(path, "csv")
+    assert rows[0] == list(CSV_COLUMNS)
+    assert len(rows) == 1 + len(IMAGES)
+    first = dict(zip(rows[0], rows[1], strict=True))
+    assert first["filename"] == IMAGES[0]["filename"]
+    assert first["requireSignedURLs"] == "false"
+    assert json.loads(first["meta"]) == IMAGES[0]["meta"]
+    assert json.loads(first["variants"]) == IMAGES[0]["variants"]
+    second = dict(zip(rows[0], rows[2], strict=True))
+    assert (second["creator"], second["meta"], second["requireSignedURLs"]) == ("", "", "true")
+
+
+@pytest.mark.parametrize(("name", "fmt"), [("e.jsonl", "jsonl"), ("e.json", "json")])
+def test_empty_inventory_is_still_a_valid_file(tmp_path: Path, name: str, fmt: str) -> None:
+    written = write(tmp_path / name, [[]])
+    assert read_back(tmp_path / name, fmt) == []
+    assert (written.count, written.oldest_uploaded, written.newest_uploaded) == (0, None, None)
+
+
+def test_empty_csv_holds_only_the_header(tmp_path: Path) -> None:
+    write(tmp_path / "e.csv", [])
+    assert read_back(tmp_path / "e.csv", "csv") == [list(CSV_COLUMNS)]
+
+
+def test_fields_project_json_and_choose_csv_columns(tmp_path: Path) -> None:
+    write(tmp_path / "f.jsonl", [IMAGES], fields=("uploaded", "id", "creator"))
+    assert read_back(tmp_path / "f.jsonl", "jsonl") == [
+        {"uploaded": IMAGES[0]["uploaded"], "id": "img-new", "creator": "ann"},
+        {"uploaded": IMAGES[1]["uploaded"], "id": "img-mid"},
+        {"uploaded": IMAGES[2]["uploaded"], "id": "img-old"},
+    ]
+    write(tmp_path / "f.csv", [IMAGES], fields=("id", "unknownKey"))
+    assert read_back(tmp_path / "f.csv", "csv") == [
+        ["id", "unknownKey"],
+        ["img-new", '{"kept":true}'],
+        ["img-mid", ""],
+        ["img-old", ""],
+    ]
+
+
+# -- what the writer reports ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["s.jsonl", "s.csv.gz", "s.json.gz"])
+def test_sha256_and_sizes_are_of_the_stored_file(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    written = write(path, [IMAGES, IMAGES[:1]])
+    stored = path.read_bytes()
+    assert written.sha256 == hashlib.sha256(stored).hexdigest()
+    assert written.bytes == len(stored)
+    assert written.uncompressed_bytes == len(stored_text(path).encode("utf-8"))
+    assert written.compression == ("gzip" if name.endswith(".gz") else None)
+    assert written.path == str(path)
+
+
+def test_oldest_and_newest_come_from_either_sort_order(tmp_path: Path) -> None:
+    newest_first = write(tmp_path / "d.jsonl", [IMAGES[:2], IMAGES[2:]])
+    oldest_first = write(tmp_path / "a.jsonl", [IMAGES[::-1]])
+    for written in (newest_first, oldest_first):
+        assert written.oldest_uploaded == "2023-12-31T23:59:59.999Z"
+        assert written.newest_uploaded == "2024-03-02T10:00:00.500Z"
+
+
+def test_same_inventory_gives_the_same_gzip_bytes(tmp_path: Path) -> None:
+    first = write(tmp_path / "one.jsonl.gz", [IMAGES])
+    second = write(tmp_path / "two.jsonl.gz", [IMAGES])
+    assert first.sha256 == second.sha256
+
+
+# -- atomicity ------------------------------------------------------------------------------
+
+
+def test_failure_mid_write_keeps_the_previous_file_and_removes_the_temp(tmp_path: Path) -> None:
+    path = tmp_path / "inventory.jsonl.gz"
+    write(path, [IMAGES[:1]])
+    previous = path.read_bytes()
+    target = InventoryTarget.parse(str(path))
+    temp_paths = []
+
+    def export_that_breaks() -> None:
+        with InventoryWriter(target) as writer:
+            writer.write_page(IMAGES)
+            temp_paths.append(writer.temp_path)
+            assert writer.temp_path.exists()
+            raise RuntimeError("listing broke")
+
+    with pytest.raises(RuntimeError, match="listing broke"):
+        export_that_breaks()
+    assert not temp_paths[0].exists()
+    assert path.read_bytes() == previous
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inventory.jsonl.gz"]
+
+
+def test_final_path_appears_only_at_commit(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "dir" / "inventory.csv"
+    target = InventoryTarget.parse(str(path))
+    with InventoryWriter(target) as writer:
+        writer.write_page(IMAGES)
+        assert not path.exists()
+        assert writer.temp_path.name.startswith("inventory.csv.tmp-")
+        writer.commit()
+    assert path.exists()
+    assert [p.name for p in path.parent.iterdir()] == ["inventory.csv"]
+
+
+def test_a_rerun_replaces_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "inventory.json"
+    write(path, [IMAGES])
+    written = write(path, [IMAGES[:1]])
+    assert read_back(path, "json") == IMAGES[:1]
+    assert written.count == 1
+
+
+# -- CSV round trip and manifest ------------------------------------------------------------
+
+# Any text a filename or creator can hold (no NUL, no lone surrogates: not valid in JSON text
+# from the API nor encodable as UTF-8).
+_TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"))
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    filenames=st.lists(_TEXT, min_size=1, max_size=5),
+    meta=st.dictionaries(_TEXT, _TEXT | st.integers() | st.booleans(), max_size=3),
+)
+def test_any_text_round_trips_through_the_csv_module(
+    tmp_path: Path, filenames: list[str], meta: dict[str, Any]
+) -> None:
+    images = [
+        {"id": f"id{i}", "filename": name, "creator": name, "meta": meta, "uploaded": None}
+        for i, name in enumerate(filenames)
+    ]
+    write(tmp_path / "rt.csv.gz", [images])
+    rows = read_back(tmp_path / "rt.csv.gz", "csv")
+    assert rows[0] == list(CSV_COLUMNS)
+    for image, row in zip(images, rows[1:], strict=True):
+        cells = dict(zip(CSV_COLUMNS, row, strict=True))
+        assert cells["filename"] == image["filename"] == cells["creator"]
+        assert json.loads(cells["meta"]) == meta
+
+
+@pytest.mark.parametrize(
+    ("value", "cell"),
+    [(None, ""), ("text", "text"), (True, "true"), (False, "false"), (3, "3"), ([], "[]")],
+)
+def test_csv_cells_are_text_or_json(value: Any, cell: str) -> None:
+    assert csv_cell(value) == cell
+
+
+def test_manifest_is_json_and_reads_back(tmp_path: Path) -> None:
+    written = write(tmp_path / "m.jsonl.gz", [IMAGES])
+    query = ImageQuery.build(
+        per_page=500, sort_order="asc", uploaded_after="2024-01-01", creator="ann", limit=9
+    )
+    manifest = InventoryManifest.describe(
+        written,
+        query=query,
+        account_id="0" * 32,
+        fields=("id",),
+        requests=2,
+        listed_at="2024-06-01T00:00:00+00:00",
+    )
+    data = json.loads(json.dumps(manifest.to_dict()))
+    assert data["uploaded_after"] == "2024-01-01T00:00:00+00:00"
+    assert data["uploaded_before"] is None
+    assert (data["sort_order"], data["per_page"], data["max_images"]) == ("asc", 500, 9)
+    assert (data["fields"], data["creator"], data["requests"]) == (["id"], "ann", 2)
+    assert (data["count"], data["sha256"]) == (3, written.sha256)
+    assert InventoryManifest.from_dict({**data, "added_later": 1}) == manifest
+    with pytest.raises(ValueError, match="lacks"):
+        InventoryManifest.from_dict({"path": "/x"})

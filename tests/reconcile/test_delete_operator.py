@@ -1,0 +1,317 @@
+"""CloudflareImagesDeleteOperator against the emulator: cap, dry run, older_than, re-runs."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_provider_cfimages.emulator import EmulatorServer
+from airflow_provider_cfimages.exceptions import CloudflareImagesConfigError, CloudflareImagesError
+from airflow_provider_cfimages.operators.reconcile import (
+    CloudflareImagesDeleteOperator,
+    CloudflareImagesReconcileOperator,
+)
+from tests.conftest import TEST_TOKEN
+from tests.reconcile.conftest import emulator_connection, served
+
+
+def delete(**kwargs: Any) -> dict[str, Any]:
+    kwargs.setdefault("task_id", "delete")
+    return CloudflareImagesDeleteOperator(**kwargs).execute(context={})
+
+
+def plain_ids(emu: EmulatorServer, count: int, *, skip: int = 0) -> list[str]:
+    """The oldest images' ids; custom ids with '/' are left out (see the report)."""
+    ids = [image_id for image_id in emu.backend.ids_sorted() if "/" not in image_id]
+    return ids[skip : skip + count]
+
+
+def requests_of(emu: EmulatorServer, method: str) -> list[Any]:
+    return [record for record in served(emu) if record.method == method]
+
+
+def test_deletes_each_image_and_returns_counts(live: EmulatorServer) -> None:
+    ids = plain_ids(live, 30)
+
+    result = delete(image_ids=ids, max_deletes=30)
+
+    assert result["deleted"] == 30
+    assert result["already_absent"] == result["protected"] == result["failed"] == 0
+    assert result["dry_run"] is False
+    assert result["requested"] == 30
+    assert result["deleted_ids"] == ids[:20]
+    assert not any(image_id in live.backend for image_id in ids)
+    assert len(live.backend) == 25_000 - 30
+    assert len(requests_of(live, "DELETE")) == 30
+
+
+def test_each_deletion_is_logged_by_id_without_the_token(
+    live: EmulatorServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = plain_ids(live, 3)
+
+    delete(image_ids=ids, max_deletes=3)
+
+    output = capsys.readouterr()
+    logs = output.out + output.err
+    assert all(f"Deleted image {image_id}" in logs for image_id in ids)
+    assert live.api_token not in logs
+    assert TEST_TOKEN not in logs
+
+
+def test_above_the_cap_nothing_is_deleted(live: EmulatorServer) -> None:
+    ids = plain_ids(live, 30)
+
+    with pytest.raises(
+        CloudflareImagesError, match="30 images to delete is more than max_deletes=29"
+    ):
+        delete(image_ids=ids, max_deletes=29)
+
+    assert served(live) == []
+    assert all(image_id in live.backend for image_id in ids)
+
+
+def test_repeated_ids_count_once_against_the_cap(live: EmulatorServer) -> None:
+    ids = plain_ids(live, 5)
+
+    result = delete(image_ids=ids + ids, max_deletes=5)
+
+    assert result["requested"] == 5
+    assert result["deleted"] == 5
+
+
+def test_max_deletes_is_required_and_checked() -> None:
+    with pytest.raises(TypeError, match="max_deletes"):
+        CloudflareImagesDeleteOperator(task_id="delete", image_ids=["a"])  # type: ignore[call-arg]
+    for bad in (None, -1, "many", 2.5, True):
+        with pytest.raises(CloudflareImagesConfigError, match="max_deletes is required"):
+            CloudflareImagesDeleteOperator(task_id="delete", image_ids=["a"], max_deletes=bad)
+
+
+def test_dry_run_deletes_nothing_and_says_what_would_go(live: EmulatorServer) -> None:
+    ids = plain_ids(live, 12)
+
+    result = delete(image_ids=ids, max_deletes=100, dry_run=True)
+
+    assert result["dry_run"] is True
+    assert result["would_delete"] == 12
+    assert result["would_delete_ids"] == ids
+    assert result["deleted"] == 0
+    assert requests_of(live, "DELETE") == []
+    assert all(image_id in live.backend for image_id in ids)
+
+
+def test_dry_run_still_enforces_the_cap(live: EmulatorServer) -> None:
+    with pytest.raises(CloudflareImagesError, match="more than max_deletes"):
+        delete(image_ids=plain_ids(live, 3), max_deletes=2, dry_run="true")
+
+
+def test_rerun_is_idempotent_404_counts_as_already_absent(live: EmulatorServer) -> None:
+    ids = plain_ids(live, 10)
+    live.backend.delete_image(ids[0])
+
+    first = delete(image_ids=ids, max_deletes=10)
+    second = delete(image_ids=ids, max_deletes=10)
+
+    assert (first["deleted"], first["already_absent"]) == (9, 1)
+    assert first["already_absent_ids"] == [ids[0]]
+    assert (second["deleted"], second["already_absent"]) == (0, 10)
+    assert second["failed"] == 0
+
+
+# -- older_than ----------------------------------------------------------------------------
+
+
+def unexpected_rows(emu: EmulatorServer, ids: list[str]) -> list[dict[str, Any]]:
+    uploaded = {image["id"]: image["uploaded"] for image in emu.backend.images_sorted()}
+    return [
+        {"kind": "unexpected", "key": image_id, "id": image_id, "uploaded": uploaded[image_id]}
+        for image_id in ids
+    ]
+
+
+def test_older_than_protects_images_uploaded_at_or_after_the_cutoff_using_report_times(
+    live: EmulatorServer,
+) -> None:
+    ids = plain_ids(live, 20)
+    rows = unexpected_rows(live, ids)
+    cutoff = rows[10]["uploaded"]  # images are oldest first: the last 10 are not older
+    newer = {row["id"] for row in rows if row["uploaded"] >= cutoff}
+
+    result = delete(image_ids=rows, max_deletes=20, older_than=cutoff)
+
+    assert result["protected"] == len(newer) >= 10
+    assert set(result["protected_ids"]) == newer
+    assert result["deleted"] == 20 - len(newer)
+    assert all(image_id in live.backend for image_id in newer)
+    assert requests_of(live, "GET") == []  # the report's upload times were used
+
+
+def test_older_than_fetches_upload_times_for_bare_ids(live: EmulatorServer) -> None:
+    ids = plain_ids(live, 8)
+    cutoff = unexpected_rows(live, ids)[4]["uploaded"]
+    live.backend.delete_image(ids[0])
+
+    result = delete(image_ids=ids, max_deletes=8, older_than=cutoff)
+
+    assert result["already_absent_ids"] == [ids[0]]
+    assert result["deleted"] + result["protected"] == 7
+    assert result["protected"] >= 4
+    assert len(requests_of(live, "GET")) == 8
+    assert len(requests_of(live, "DELETE")) == result["deleted"]
+
+
+def test_older_than_in_the_far_past_protects_everything(live: EmulatorServer) -> None:
+    result = delete(image_ids=plain_ids(live, 5), max_deletes=5, older_than="2000-01-01")
+
+    assert result["protected"] == 5
+    assert requests_of(live, "DELETE") == []
+
+
+def test_older_than_must_be_a_date() -> None:
+    with pytest.raises(ValueError, match="older_than must be a date-time"):
+        CloudflareImagesDeleteOperator(
+            task_id="delete", image_ids=["a"], max_deletes=1, older_than="last tuesday-ish"
+        )
+
+
+# -- errors --------------------------------------------------------------------------------
+
+
+def test_a_failing_image_is_reported_and_the_rest_are_still_deleted(live: EmulatorServer) -> None:
+    ids = plain_ids(live, 6)
+    live.faults.fail_next(1, status=400, html=False, path=f"/images/v1/{ids[2]}", method="DELETE")
+
+    with pytest.raises(CloudflareImagesError, match="1 of 6 image"):
+        delete(image_ids=ids, max_deletes=6)
+
+    assert ids[2] in live.backend
+    assert not any(image_id in live.backend for image_id in ids[:2] + ids[3:])
+
+
+def test_fail_on_error_off_returns_the_failures(live: EmulatorServer) -> None:
+    ids = plain_ids(live, 4)
+    live.faults.fail_next(1, status=400, html=False, path=f"/images/v1/{ids[1]}", method="DELETE")
+
+    result = delete(image_ids=ids, max_deletes=4, fail_on_error=False)
+
+    assert result["deleted"] == 3
+    assert result["failed"] == 1
+    assert result["failures"][0]["id"] == ids[1]
+    assert "HTTP 400" in result["failures"][0]["error"]
+
+
+def test_an_account_wide_error_stops_at_once(live: EmulatorServer) -> None:
+    ids = plain_ids(live, 5)
+    live.faults.fail_next(None, status=403, html=False, method="DELETE")
+
+    with pytest.raises(CloudflareImagesError, match="HTTP 403"):
+        delete(image_ids=ids, max_deletes=5)
+
+    assert len(requests_of(live, "DELETE")) == 1
+
+
+def test_a_wrong_token_stops_at_once(live: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    connection = json.loads(emulator_connection(live, max_retries=0))
+    connection["password"] = "wrong-token-0123456789"
+    monkeypatch.setenv("AIRFLOW_CONN_CLOUDFLARE_IMAGES_DEFAULT", json.dumps(connection))
+
+    with pytest.raises(CloudflareImagesError) as raised:
+        delete(image_ids=plain_ids(live, 3), max_deletes=3)
+
+    assert "wrong-token-0123456789" not in str(raised.value)
+    assert len(served(live)) == 1
+
+
+# -- where the ids come from -----------------------------------------------------------------
+
+
+def test_ids_from_a_reconcile_summary_and_its_report(live: EmulatorServer, tmp_path: Path) -> None:
+    ids = live.backend.ids_sorted()
+    orphans = plain_ids(live, 7, skip=100)
+    expected = [image_id for image_id in ids if image_id not in orphans] + ["gone-1"]
+    summary = CloudflareImagesReconcileOperator(
+        task_id="reconcile", expected=expected, report_path=str(tmp_path / "r.jsonl")
+    ).execute(context={})
+
+    result = delete(image_ids=summary, max_deletes=7)
+
+    assert result["deleted"] == 7
+    assert set(result["deleted_ids"]) == set(orphans)
+    assert not any(image_id in live.backend for image_id in orphans)
+    # Only the unexpected rows were taken: the missing key was never requested.
+    assert all("gone-1" not in record.path for record in served(live))
+
+
+def test_ids_from_a_report_file_take_only_unexpected_rows(
+    live: EmulatorServer, tmp_path: Path
+) -> None:
+    ids = plain_ids(live, 3)
+    report = tmp_path / "report.jsonl.gz"
+    rows = [
+        {"kind": "missing", "key": "keep-me"},
+        *unexpected_rows(live, ids),
+        {"kind": "drifted", "key": ids[0], "id": "drifted-only"},
+        {"kind": "duplicate_actual", "key": "x", "count": 2, "ids": ["a", "b"]},
+    ]
+    report.write_bytes(gzip.compress("".join(json.dumps(r) + "\n" for r in rows).encode()))
+
+    result = delete(image_ids=str(report), max_deletes=3, dry_run=True)
+
+    assert result["would_delete_ids"] == ids
+
+
+def test_ids_from_a_txt_file(live: EmulatorServer, tmp_path: Path) -> None:
+    ids = plain_ids(live, 4)
+    (tmp_path / "ids.txt").write_text("\n".join(ids) + "\n")
+
+    result = delete(image_ids=str(tmp_path / "ids.txt"), max_deletes=4)
+
+    assert result["deleted"] == 4
+
+
+def test_a_summary_without_report_path_is_refused_unless_nothing_is_unexpected() -> None:
+    with pytest.raises(CloudflareImagesConfigError, match="set report_path on the reconcile"):
+        delete(image_ids={"unexpected_count": 3, "report_path": None}, max_deletes=3)
+
+    result = delete(image_ids={"unexpected_count": 0, "report_path": None}, max_deletes=3)
+    assert result["requested"] == 0
+
+
+@pytest.mark.parametrize(
+    ("image_ids", "message"),
+    [
+        (42, "image_ids must be a list of image ids"),
+        ({"some": "dict"}, "must be the summary CloudflareImagesReconcileOperator returns"),
+        (["ok", ""], "image_ids entry 2 is not an image id"),
+        ([{"kind": "unexpected", "key": "a"}], "a record has no 'id' field"),
+        ("relative/report.jsonl", "image_ids must be an absolute local path"),
+    ],
+)
+def test_bad_image_ids_are_refused_before_any_request(
+    live: EmulatorServer, image_ids: Any, message: str
+) -> None:
+    with pytest.raises(CloudflareImagesConfigError, match=message):
+        delete(image_ids=image_ids, max_deletes=10)
+
+    assert served(live) == []
+
+
+def test_templated_arguments_are_rendered_values(live: EmulatorServer) -> None:
+    operator = CloudflareImagesDeleteOperator(
+        task_id="delete",
+        image_ids="{{ ti.xcom_pull('reconcile') }}",
+        max_deletes="{{ var.value.max_deletes }}",
+        dry_run="{{ params.dry_run }}",
+    )
+    operator.image_ids = plain_ids(live, 2)
+    operator.max_deletes = "2"
+    operator.dry_run = "False"
+
+    result = operator.execute(context={})
+
+    assert result["deleted"] == 2

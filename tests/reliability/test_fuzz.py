@@ -1,0 +1,429 @@
+"""Property tests: whatever a server or a file holds, only the provider's own errors escape.
+
+- The response parser (the transport's envelope decoding, over ``responses``): any status,
+  body and headers give a decoded page or a :class:`CloudflareImagesError`; never a
+  ``KeyError``, ``TypeError``, ``RecursionError``... And a server that echoes the
+  credential anywhere never gets it into an error message or a log line.
+- The readers of expected sets and exports (``.txt``, ``.csv``, ``.jsonl``, ``.json``, each
+  optionally gzipped), through to the reconcile engine: any file content gives records or
+  an error that names the task argument.
+
+Example counts are bounded so the module runs in about 20 s; the search is derandomized so
+a CI run is repeatable (raise ``max_examples`` locally to look further).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+import responses
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from airflow_provider_cfimages.exceptions import CloudflareImagesError
+from airflow_provider_cfimages.hooks.images import _select
+from airflow_provider_cfimages.inventory.reader import (
+    InventoryReader,
+    InventorySource,
+    JsonArrayStream,
+)
+from airflow_provider_cfimages.query import ImageQuery
+from airflow_provider_cfimages.reconcile import Reconciler, actual_records, expected_records
+from airflow_provider_cfimages.transport import ApiTransport, ListPageBody
+
+BASE_URL = "https://api.cloudflare.test/client/v4"
+LIST_PATH = "accounts/0123456789abcdef0123456789abcdef/images/v2"
+STATS_PATH = "accounts/0123456789abcdef0123456789abcdef/images/v1/stats"
+SECRET = "cfimages-SECRET-TOKEN-fuzz-6f1d2c9a8b7e"
+FUZZ = settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+# -- strategies -----------------------------------------------------------------------------
+
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False),
+    st.text(max_size=12),
+)
+json_values = st.recursive(
+    scalars,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+IMAGE_KEYS = ["id", "filename", "uploaded", "meta", "variants", "requireSignedURLs", "creator"]
+image_like = st.dictionaries(
+    st.sampled_from(IMAGE_KEYS) | st.text(max_size=6),
+    st.one_of(
+        json_values,
+        st.text(min_size=1, max_size=8),
+        st.datetimes().map(lambda d: d.isoformat() + "Z"),
+    ),
+    max_size=6,
+)
+envelopes = st.fixed_dictionaries(
+    {},
+    optional={
+        "success": st.one_of(st.booleans(), json_values),
+        "errors": st.one_of(
+            st.lists(
+                st.fixed_dictionaries({}, optional={"code": json_values, "message": json_values}),
+                max_size=3,
+            ),
+            json_values,
+        ),
+        "messages": json_values,
+        "result": st.one_of(
+            json_values,
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "images": st.one_of(st.lists(image_like, max_size=4), json_values),
+                    "continuation_token": st.one_of(st.none(), st.text(max_size=8), json_values),
+                },
+            ),
+        ),
+    },
+)
+
+
+def nested(depth: int, leaf: bytes = b"1") -> bytes:
+    return b"[" * depth + leaf + b"]" * depth
+
+
+@st.composite
+def cut(draw: st.DrawFn, data: bytes) -> bytes:
+    """``data`` or a prefix of it (a body cut off in transit)."""
+    return data[: draw(st.integers(0, len(data)))] if draw(st.booleans()) else data
+
+
+bodies = st.one_of(
+    st.binary(max_size=200),
+    envelopes.map(lambda e: json.dumps(e).encode()).flatmap(cut),
+    st.integers(1, 5000).map(
+        lambda n: (
+            b'{"success":true,"errors":[],"result":{"images":[{"id":"a","meta":'
+            + nested(n)
+            + b"}]}}"
+        )
+    ),
+    st.integers(1, 5000).map(lambda n: b'{"success":true,"errors":[],"result":' + nested(n) + b"}"),
+)
+statuses = st.sampled_from([200, 201, 400, 401, 403, 404, 409, 429, 500, 502, 503, 504, 520])
+header_text = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=24)
+headers = st.fixed_dictionaries(
+    {},
+    optional={
+        "Retry-After": st.one_of(header_text, st.floats().map(str), st.integers().map(str)),
+        "cf-ray": header_text,
+        "Content-Type": st.sampled_from(["application/json", "text/html", "text/plain"]),
+    },
+)
+
+
+def make_transport(*, max_retries: int = 0, max_retry_wait: float = 300.0) -> ApiTransport:
+    return ApiTransport(
+        base_url=BASE_URL,
+        auth_headers={"Authorization": f"Bearer {SECRET}"},
+        secret=SECRET,
+        user_agent="fuzz",
+        timeout=5.0,
+        max_retries=max_retries,
+        max_retry_wait=max_retry_wait,
+    )
+
+
+def serve(mocked: responses.RequestsMock, path: str, status: int, body: bytes, head: dict) -> None:
+    head = dict(head)
+    content_type = head.pop("Content-Type", "application/json")
+    mocked.get(
+        f"{BASE_URL}/{path}", status=status, body=body, headers=head, content_type=content_type
+    )
+
+
+# -- the response parser --------------------------------------------------------------------
+
+
+@FUZZ
+@given(status=statuses, body=bodies, head=headers)
+def test_any_list_response_is_a_checked_page_or_a_provider_error(
+    status: int, body: bytes, head: dict[str, str]
+) -> None:
+    transport = make_transport()
+    with responses.RequestsMock() as mocked:
+        serve(mocked, LIST_PATH, status, body, head)
+        try:
+            page = transport.get_list_page(LIST_PATH, {"per_page": 10}, page=7)
+        except CloudflareImagesError as err:
+            assert "List images V2 page 7" in str(err)
+            return
+    assert 200 <= status < 300
+    assert isinstance(page, ListPageBody)
+    assert all(isinstance(image["id"], str) and image["id"] for image in page.images)
+    assert page.continuation_token is None or isinstance(page.continuation_token, str)
+
+
+@FUZZ
+@given(status=statuses, body=bodies, head=headers)
+def test_any_response_to_another_call_is_a_result_or_a_provider_error(
+    status: int, body: bytes, head: dict[str, str]
+) -> None:
+    transport = make_transport()
+    with responses.RequestsMock() as mocked:
+        serve(mocked, STATS_PATH, status, body, head)
+        try:
+            transport.request("GET", STATS_PATH, what="usage statistics")
+        except CloudflareImagesError as err:
+            assert str(err).startswith("usage statistics")
+            return
+    assert 200 <= status < 300
+
+
+@FUZZ
+@given(
+    images=st.lists(image_like, max_size=6),
+    sort_order=st.sampled_from(["asc", "desc"]),
+    room=st.none() | st.integers(1, 5),
+)
+def test_any_page_under_an_upload_window_is_filtered_or_a_provider_error(
+    images: list[dict[str, Any]], sort_order: str, room: int | None
+) -> None:
+    query = ImageQuery.build(
+        sort_order=sort_order, uploaded_after="2001-01-01", uploaded_before="2030-01-01"
+    )
+    try:
+        kept, _ = _select(query, ListPageBody(images, None, 0), page=3, room=room)
+    except CloudflareImagesError as err:
+        assert "List images V2 page 3" in str(err)
+        return
+    assert all(image in images for image in kept)
+
+
+# -- secrets a server echoes back -----------------------------------------------------------
+
+
+@st.composite
+def echoing_text(draw: st.DrawFn) -> str:
+    """Text that holds the credential somewhere (as an echoing proxy's page would)."""
+    return draw(st.text(max_size=150)) + SECRET + draw(st.text(max_size=20))
+
+
+echoing_values = st.recursive(
+    scalars | echoing_text(),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(st.text(max_size=4) | echoing_text(), children, max_size=3)
+    ),
+    max_leaves=8,
+)
+echoing_bodies = st.one_of(
+    echoing_text().map(str.encode),
+    st.fixed_dictionaries(
+        {
+            "success": st.booleans(),
+            "errors": st.lists(
+                st.fixed_dictionaries({"code": echoing_values, "message": echoing_values}),
+                min_size=1,
+                max_size=2,
+            ),
+            "result": st.one_of(
+                echoing_values,
+                st.fixed_dictionaries(
+                    {"images": st.lists(st.dictionaries(echoing_text(), scalars), max_size=2)}
+                ),
+            ),
+        }
+    ).map(lambda e: json.dumps(e, ensure_ascii=False).encode()),
+)
+echoing_headers = st.fixed_dictionaries(
+    {},
+    optional={
+        "cf-ray": st.just(f"ray-{SECRET}"),
+        "Content-Type": st.just(f"text/html; x={SECRET}"),
+        "Retry-After": st.just("0"),
+    },
+)
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@FUZZ
+@given(status=statuses, body=echoing_bodies, head=echoing_headers)
+def test_a_credential_the_server_echoes_never_reaches_an_error_or_a_log(
+    status: int, body: bytes, head: dict[str, str]
+) -> None:
+    # One retry, so a retryable failure is also logged before it is raised.
+    transport = make_transport(max_retries=1, max_retry_wait=0.001)
+    collect = _Collect()
+    logger = logging.getLogger("airflow_provider_cfimages")
+    logger.addHandler(collect)
+    previous_level = logger.level
+    logger.setLevel(logging.DEBUG)
+    try:
+        with responses.RequestsMock() as mocked:
+            serve(mocked, LIST_PATH, status, body, head)
+            serve(mocked, LIST_PATH, status, body, head)
+            transport.get_list_page(LIST_PATH, {}, page=1)
+    except CloudflareImagesError as err:
+        texts = [str(err), repr(err), str(getattr(err, "errors", "")), str(err.__dict__)]
+        assert not [text for text in texts if SECRET in text]
+    finally:
+        logger.removeHandler(collect)
+        logger.setLevel(previous_level)
+    assert not [line for line in collect.lines if SECRET in line]
+
+
+# -- the readers of expected sets and exports ------------------------------------------------
+
+FORMATS = ["txt", "csv", "jsonl", "json"]
+
+
+@st.composite
+def file_contents(draw: st.DrawFn, fmt: str) -> bytes:
+    """Bytes shaped like a ``fmt`` file, or not at all, possibly cut short or corrupted."""
+    kind = draw(st.sampled_from(["bytes", "shaped", "deep"]))
+    if kind == "bytes":
+        return draw(st.binary(max_size=300))
+    if kind == "deep":
+        depth = draw(st.integers(1, 5000))
+        if fmt == "json":
+            return b"[" + nested(depth) + b"]"
+        return nested(depth) + b"\n"
+    records = draw(st.lists(st.one_of(image_like, json_values), max_size=6))
+    if fmt == "jsonl":
+        text = "".join(json.dumps(record) + "\n" for record in records)
+    elif fmt == "json":
+        text = json.dumps(records, indent=draw(st.none() | st.integers(0, 2)))
+    elif fmt == "csv":
+        buffer = io.StringIO()
+        columns = draw(st.lists(st.sampled_from(IMAGE_KEYS) | st.text(max_size=4), max_size=4))
+        buffer.write(",".join(columns) + "\n")
+        for record in records:
+            cells = [json.dumps(record)] + draw(st.lists(st.text(max_size=6), max_size=4))
+            buffer.write(",".join(f'"{cell}"' if draw(st.booleans()) else cell for cell in cells))
+            buffer.write("\n")
+        text = buffer.getvalue()
+    else:
+        text = "\n".join(draw(st.lists(st.text(max_size=10), max_size=6)))
+    data = text.encode("utf-8", "surrogatepass")
+    if draw(st.booleans()):
+        data = draw(cut(data))
+    if draw(st.booleans()):
+        position = draw(st.integers(0, len(data)))
+        data = data[:position] + draw(st.binary(min_size=1, max_size=4)) + data[position:]
+    return data
+
+
+@st.composite
+def source_files(draw: st.DrawFn) -> tuple[str, bytes]:
+    fmt = draw(st.sampled_from(FORMATS))
+    data = draw(file_contents(fmt))
+    gzipped = draw(st.sampled_from(["no", "valid", "raw"]))
+    if gzipped == "valid":
+        return f"source.{fmt}.gz", gzip.compress(data, mtime=0)
+    if gzipped == "raw":
+        return f"source.{fmt}.gz", data[:-1] if data.startswith(b"\x1f\x8b") else data
+    return f"source.{fmt}", data
+
+
+def named_the_parameter(err: Exception, parameter: str) -> bool:
+    """The provider's errors, or its plain ``ValueError``s that start with the argument."""
+    if isinstance(err, CloudflareImagesError):
+        return True
+    return type(err) is ValueError and str(err).startswith(parameter)
+
+
+@FUZZ
+@given(source=source_files(), meta_field=st.sampled_from([None, "meta"]))
+def test_any_expected_file_gives_keys_or_an_error_naming_expected(
+    tmp_path: Path, source: tuple[str, bytes], meta_field: str | None
+) -> None:
+    name, data = source
+    path = tmp_path / name
+    path.write_bytes(data)
+    try:
+        reader = InventoryReader(InventorySource.parse(str(path), parameter="expected"))
+        keys = list(
+            expected_records(
+                reader.records(), key_field="id", meta_field=meta_field, parameter="expected"
+            )
+        )
+    except Exception as err:
+        assert named_the_parameter(err, "expected"), repr(err)
+        return
+    assert all(isinstance(key, str) for key, _ in keys)
+
+
+@FUZZ
+@given(source=source_files().filter(lambda s: ".txt" not in s[0]), meta=st.booleans())
+def test_any_export_file_reconciles_or_fails_with_a_provider_error(
+    tmp_path: Path, source: tuple[str, bytes], meta: bool
+) -> None:
+    name, data = source
+    path = tmp_path / name.replace("source", "export")
+    path.write_bytes(data)
+    reconciler = Reconciler(key="id", compare_meta=meta, spill_at=3, temp_dir=str(tmp_path))
+    expected = expected_records(["a", "b"], key_field="id", parameter="expected")
+    try:
+        images = InventoryReader(InventorySource.parse(str(path), parameter="actual_from"))
+        actual = actual_records(images.images(), key="id", compare_meta=meta)
+        summary = reconciler.run(expected, actual, sink=lambda rows: None)
+    except Exception as err:
+        assert named_the_parameter(err, "actual_from") or (
+            type(err) is ValueError and str(err).startswith("An image record")
+        ), repr(err)
+        return
+    assert summary.expected == 2
+
+
+@FUZZ
+@given(
+    elements=st.lists(json_values, max_size=8),
+    chunk_size=st.integers(1, 16),
+    indent=st.none() | st.integers(0, 3),
+)
+def test_the_json_array_stream_reads_any_array_as_json_does(
+    elements: list[Any], chunk_size: int, indent: int | None
+) -> None:
+    text = json.dumps(elements, indent=indent)
+    assert list(JsonArrayStream(io.StringIO(text), chunk_size=chunk_size)) == json.loads(text)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_a_utf8_byte_order_mark_does_not_change_the_keys(
+    tmp_path: Path, fmt: str, gzipped: bool
+) -> None:
+    """Spreadsheets and Windows editors start UTF-8 files with a BOM; the keys are the same."""
+    contents = {
+        "txt": "img-1\nimg-2\n",
+        "csv": "id,filename\nimg-1,a.jpg\nimg-2,b.jpg\n",
+        "jsonl": '{"id": "img-1"}\n{"id": "img-2"}\n',
+        "json": '[{"id": "img-1"}, {"id": "img-2"}]',
+    }
+    data = contents[fmt].encode("utf-8-sig")
+    path = tmp_path / (f"expected.{fmt}.gz" if gzipped else f"expected.{fmt}")
+    path.write_bytes(gzip.compress(data) if gzipped else data)
+    reader = InventoryReader(InventorySource.parse(str(path), parameter="expected"))
+    keys = [key for key, _ in expected_records(reader.records(), key_field="id")]
+    assert keys == ["img-1", "img-2"]

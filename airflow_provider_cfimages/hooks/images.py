@@ -214,6 +214,8 @@ class CloudflareImagesHook(BaseHook):
             kept += len(images)
             next_token = body.continuation_token or None
             yield ImagePage(number, images, len(body.images), body.nbytes, next_token)
+            # Drop this page before fetching the next, so at most one is held here.
+            del body, images
             if stop or next_token is None:
                 return
             if next_token in pages_by_token:

@@ -8,7 +8,12 @@ from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
+from airflow.sdk import BaseSensorOperator, PokeReturnValue
+
+try:
+    from airflow.sdk import conf
+except ImportError:  # Airflow < 3.2
+    from airflow.configuration import conf  # type: ignore[no-redef]
 
 from airflow_provider_cfimages.conditions import (
     DEFAULT_MAX_IMAGES,

@@ -10,12 +10,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from airflow.sdk.exceptions import (
-    AirflowRescheduleException,
-    AirflowSensorTimeout,
-    AirflowSkipException,
-    TaskDeferred,
-)
 
 from airflow_provider_cfimages.emulator import EmulatorServer
 from airflow_provider_cfimages.exceptions import (
@@ -25,6 +19,12 @@ from airflow_provider_cfimages.exceptions import (
 )
 from airflow_provider_cfimages.sensors.images import CloudflareImagesSensor
 from airflow_provider_cfimages.triggers.images import CloudflareImagesTrigger
+from tests.compat import (
+    AirflowRescheduleException,
+    AirflowSensorTimeout,
+    AirflowSkipException,
+    TaskDeferred,
+)
 from tests.sensors.conftest import connect
 
 Later = Callable[..., threading.Timer]

@@ -66,8 +66,9 @@ with DAG(
     @task
     def live_inventory(*, params: Any = None, triggering_asset_events: Any = None) -> str | None:
         """The export to compare: from the asset event, else the param; None lists afresh."""
-        events = (triggering_asset_events or {}).get(INVENTORY, [])
-        for event in reversed(list(events)):
+        # The DAG is scheduled on INVENTORY alone, so every triggering event is one of its.
+        events = [e for group in (triggering_asset_events or {}).values() for e in group]
+        for event in reversed(events):
             if event.extra.get("path"):
                 return event.extra["path"]
         return params.get("export_path")

@@ -63,7 +63,7 @@ class DagRunner:
 
     def load(self, source: str | Path, dag_id: str, *, filename: str | None = None):
         """Put a DAG file (a path, or Python source text) in the dags folder and parse it."""
-        from airflow.dag_processing.dagbag import DagBag
+        from tests.compat import DagBag
 
         self.dags_folder.mkdir(parents=True, exist_ok=True)
         if isinstance(source, Path):

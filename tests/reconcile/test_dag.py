@@ -73,8 +73,11 @@ with DAG(
             return [line.rstrip("\\n") for line in lines]
 
     def alert(context):
+        # What an alert can tell: the summary pushed before failing (every Airflow 3), and
+        # the exception (Airflow 3.2+ puts it in the callback context).
+        summary = context["ti"].xcom_pull(task_ids="reconcile")
         with open("OUT_DIR/alert.txt", "w") as out:
-            out.write(str(context["exception"]))
+            out.write(f"{summary} {context.get('exception', '')}")
 
     reconcile = CloudflareImagesReconcileOperator(
         task_id="reconcile",
@@ -147,8 +150,8 @@ def test_fail_on_drift_alerts_and_a_downstream_dry_run_still_gets_the_summary(
     states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
     assert states == {"expected_ids": "success", "reconcile": "failed", "delete": "success"}
     alert = (tmp_path / "alert.txt").read_text()
-    assert "2 missing" in alert
-    assert "12 unexpected" in alert
+    assert "'missing_count': 2" in alert
+    assert "'unexpected_count': 12" in alert
     assert str(tmp_path / "report.jsonl") in alert
     xcoms = dag_runner.xcoms(dag_run)
     assert xcoms["reconcile"]["unexpected_count"] == 12

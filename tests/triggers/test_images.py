@@ -66,7 +66,7 @@ def test_serializes_to_its_import_path_and_exactly_its_init_kwargs() -> None:
 
 
 def test_rebuilds_from_what_it_serialized() -> None:
-    from airflow.sdk.serde import deserialize, serialize
+    from tests.compat import deserialize, serialize
 
     classpath, kwargs = CloudflareImagesTrigger(**FULL_KWARGS).serialize()
     # The triggerer stores the kwargs with Airflow's serde and imports the class by path.

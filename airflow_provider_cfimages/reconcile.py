@@ -150,6 +150,8 @@ def actual_records(
             image_id = image["id"]
         except (KeyError, TypeError):
             raise ValueError(f"An image record has no 'id': {_short(image)}") from None
+        if type(image_id) is not str:
+            raise ValueError(f"An image record's 'id' is not text: {_short(image)}")
         meta = canonical_meta(image.get("meta")) if compare_meta else None
         if key == "id":
             yield image_id, None, image.get("uploaded"), meta
@@ -209,7 +211,10 @@ def _meta_of(value: Any, key: str, source: str) -> bytes | None:
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except RecursionError:
+        return f"a {type(value).__name__} nested too deeply to print"
     return text if len(text) <= 80 else text[:77] + "..."
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
@@ -27,11 +27,16 @@ from airflow_provider_cfimages.exceptions import (
 
 log = logging.getLogger(__name__)
 
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# 520/522/524 are Cloudflare's own edge pages (unknown error, connection timed out, a
+# timeout occurred): as passing as a 502/503/504.
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504, 520, 522, 524})
 CONNECT_TIMEOUT = 10.0
 BACKOFF_INITIAL = 1.0
 BACKOFF_MAX = 30.0
 RATE_LIMIT_CODE = 971
+# How much of an unreadable body an error quotes, and how far it is scanned for the secret.
+_SNIPPET_CHARS = 120
+_SNIPPET_SCAN = 4096
 # A connection refused, reset or dropped mid-body, or a timeout: worth another try.
 _TRANSIENT_TRANSPORT_ERRORS = (
     requests.ConnectionError,
@@ -184,7 +189,7 @@ class ApiTransport:
             if not isinstance(image.get("id"), str) or not image["id"]:
                 raise CloudflareImagesAPIError(
                     f"{what}: image #{index + 1} on the page has no 'id' "
-                    f"(keys: {sorted(image)[:10]})"
+                    f"(keys: {self._redact(str(sorted(image)[:10]))})"
                 )
         return ListPageBody(result.images, result.continuation_token, nbytes)
 
@@ -282,20 +287,26 @@ class ApiTransport:
             ) from None
         status = response.status_code
         cf_ray = response.headers.get("cf-ray")
+        if cf_ray is not None:
+            cf_ray = self._redact(cf_ray)
         try:
             envelope = decoder.decode(content)
-        except (msgspec.DecodeError, msgspec.ValidationError) as err:
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as err:
+            problem = _describe_unreadable(response, content, err, self._redact)
             error = CloudflareImagesAPIError(
-                f"{what}: {self._redact(_describe_unreadable(response, content, err))}",
+                f"{what}: {self._redact(problem)}",
                 status=status,
                 cf_ray=cf_ray,
                 retry_after=_retry_after(response),
             )
             # Bodies that are not JSON at all come from the edge (HTML error pages) or from
-            # cut-off transfers, both transient; JSON of the wrong shape will not improve.
+            # cut-off transfers, both transient; JSON of the wrong shape (or nested deeper
+            # than Python's recursion limit) will not improve.
             # (msgspec's ValidationError, a wrong shape, subclasses DecodeError.)
-            transient = not isinstance(err, msgspec.ValidationError) and (
-                status in RETRY_STATUSES or 200 <= status < 300
+            transient = (
+                isinstance(err, msgspec.DecodeError)
+                and not isinstance(err, msgspec.ValidationError)
+                and (status in RETRY_STATUSES or 200 <= status < 300)
             )
             if transient or status in RETRY_STATUSES:
                 raise _Retryable(error) from None
@@ -315,8 +326,11 @@ class ApiTransport:
         raise error
 
     def _redacted(self, message: _ApiMessage) -> dict[str, Any]:
-        text = str(message.message) if message.message is not None else ""
-        return {"code": message.code, "message": self._redact(text)}
+        code = message.code
+        if code is not None and not isinstance(code, int):
+            code = self._redact(_text_of(code))  # Cloudflare's codes are numbers; keep it text
+        text = _text_of(message.message) if message.message is not None else ""
+        return {"code": code, "message": self._redact(text)}
 
     def _redact(self, text: str) -> str:
         """Remove the credential from text a server sent back (some echo what they got)."""
@@ -337,11 +351,25 @@ def _retry_after(response: requests.Response) -> float | None:
         return None  # An HTTP-date; Cloudflare sends seconds, so back off normally.
 
 
-def _describe_unreadable(response: requests.Response, content: bytes, err: Exception) -> str:
-    content_type = response.headers.get("Content-Type", "unknown content type")
+def _describe_unreadable(
+    response: requests.Response, content: bytes, err: Exception, redact: Callable[[str], str]
+) -> str:
+    content_type = redact(response.headers.get("Content-Type", "unknown content type"))
     if not content:
         return "the response body is empty"
+    if isinstance(err, RecursionError):
+        return f"the response nests JSON too deeply to decode ({len(content)} bytes)"
     if isinstance(err, msgspec.ValidationError):
         return f"the response does not have the expected shape ({err})"
-    snippet = content[:120].decode("utf-8", "replace").replace("\n", " ")
+    # Redacted before it is cut, so a credential across the cut cannot leak in part.
+    head = redact(content[:_SNIPPET_SCAN].decode("utf-8", "replace"))
+    snippet = head[:_SNIPPET_CHARS].replace("\n", " ")
     return f"the response is not valid JSON ({content_type}, {len(content)} bytes: {snippet!r})"
+
+
+def _text_of(value: Any) -> str:
+    """``str(value)`` of an error field a server sent, even if nested too deeply to print."""
+    try:
+        return str(value)
+    except RecursionError:
+        return f"<{type(value).__name__} nested too deeply to print>"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 try:
     from airflow.sdk.exceptions import (
+        AirflowNotFoundException,
         AirflowRescheduleException,
         AirflowSensorTimeout,
         AirflowSkipException,
@@ -16,6 +17,7 @@ try:
     )
 except ImportError:  # Airflow 3.1
     from airflow.exceptions import (  # type: ignore[no-redef]
+        AirflowNotFoundException,
         AirflowRescheduleException,
         AirflowSensorTimeout,
         AirflowSkipException,
@@ -33,6 +35,7 @@ except ImportError:  # Airflow 3.1
     from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
 
 __all__ = [
+    "AirflowNotFoundException",
     "AirflowRescheduleException",
     "AirflowSensorTimeout",
     "AirflowSkipException",

@@ -18,6 +18,7 @@ given, so a reconcile never runs on a file that changed or was cut short.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import hashlib
@@ -181,9 +182,15 @@ class InventoryReader:
             if self.source.compressed:
                 binary = gzip.GzipFile(fileobj=binary, mode="rb")
             try:
+                _skip_byte_order_mark(binary)
                 yield from self._parse(binary)
             except (UnicodeDecodeError, EOFError, gzip.BadGzipFile, csv.Error) as err:
                 raise self._unreadable(err) from err
+            except RecursionError:
+                raise CloudflareImagesConfigError(
+                    f"{self.source.parameter} {self.source.uri!r}: a value in the file is "
+                    "nested too deeply to read."
+                ) from None
             hashing.drain()
             self.sha256 = hashing.sha256.hexdigest()
             self.nbytes = hashing.nbytes
@@ -430,6 +437,16 @@ def _line_blocks(binary: IO[bytes]) -> Iterator[bytes]:
         yield rest
 
 
+def _skip_byte_order_mark(binary: IO[bytes]) -> None:
+    """Skip a UTF-8 byte order mark (spreadsheets and Windows editors write one).
+
+    Left in place it would become part of the first key, or of the first CSV column's name.
+    """
+    bom = codecs.BOM_UTF8
+    if binary.peek(len(bom))[: len(bom)] == bom:  # type: ignore[attr-defined]
+        binary.read(len(bom))
+
+
 def _txt_batches(binary: IO[bytes]) -> Iterator[list[str]]:
     for block in _line_blocks(binary):
         text = block.decode("utf-8")
@@ -476,5 +493,8 @@ def _check_uri(path: Any, parameter: str) -> str:
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except RecursionError:
+        return f"a {type(value).__name__} nested too deeply to print"
     return text if len(text) <= 80 else text[:77] + "..."

@@ -626,6 +626,8 @@ class CloudflareImagesDeleteOperator(BaseOperator):
             if _affects_every_image(err):
                 raise
             self._failed(target, err, outcome)
+        except CloudflareImagesConfigError:
+            raise  # a bad connection or account id would fail every image the same way
         except ValueError as err:
             self._failed(target, err, outcome)
 

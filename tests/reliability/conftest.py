@@ -35,7 +35,9 @@ def emulator_5k_server() -> Iterator[EmulatorServer]:
 
 
 @pytest.fixture
-def emu(emulator_5k_server: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> EmulatorServer:
+def emu(
+    emulator_5k_server: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[EmulatorServer]:
     """The module's 5,000-image emulator, reset, with the default connection pointing at it."""
     server = emulator_5k_server
     server.faults.clear()

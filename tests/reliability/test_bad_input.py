@@ -170,22 +170,14 @@ COMPONENTS: dict[str, Callable[[str], Any]] = {
 def test_a_bad_connection_fails_naming_the_field_before_any_request(
     emu: EmulatorServer,
     monkeypatch: pytest.MonkeyPatch,
-    request: pytest.FixtureRequest,
     problem: str,
     component: str,
 ) -> None:
-    if component == "delete_operator" and problem != "missing_connection":
-        # CloudflareImagesDeleteOperator._handle counts a ValueError as a per-image failure,
-        # and CloudflareImagesConfigError is one: a bad connection is reported once per id
-        # ("1 of N image(s) could not be deleted ... Re-running is safe") instead of at once.
-        request.applymarker(
-            pytest.mark.xfail(strict=True, reason="the delete operator counts it per image")
-        )
     changes, conn_id, message = BAD_CONNECTIONS[problem]
     set_connection(emu, monkeypatch, **changes)
     expected: type[Exception] = CloudflareImagesConfigError
     if problem == "missing_connection":
-        from airflow.sdk.exceptions import AirflowNotFoundException
+        from tests.compat import AirflowNotFoundException
 
         expected = AirflowNotFoundException
     with pytest.raises(expected, match=message):

@@ -64,7 +64,7 @@ FAULTS: dict[str, tuple[Callable[[EmulatorServer, int], object], int]] = {
         1,
     ),
     "slower_than_read_timeout": (
-        lambda emu, n: emu.faults.slow_next(1, seconds=1.5, path=LIST, on_request=n),
+        lambda emu, n: emu.faults.slow_next(1, seconds=1.0, path=LIST, on_request=n),
         1,
     ),
 }
@@ -79,7 +79,7 @@ def test_a_transient_fault_on_any_page_still_exports_every_image_exactly_once(
     fault: str,
     page: int,
 ) -> None:
-    point_at(emu, monkeypatch, timeout=0.5)  # the slow response outlasts a 0.5 s read timeout
+    point_at(emu, monkeypatch, timeout=0.4)  # the slow response outlasts a 0.4 s read timeout
     arm, failed_attempts = FAULTS[fault]
     arm(emu, page)
     path = tmp_path / "images.jsonl"
@@ -93,9 +93,24 @@ def test_a_transient_fault_on_any_page_still_exports_every_image_exactly_once(
     assert manifest["pages"] == PAGES
     # The failed page was asked for again with the same continuation token, then the rest.
     tokens = [record.query.get("continuation_token") for record in records]
-    assert [record.index for record in records if record.fault] != []
+    assert any(record.fault for record in records)
     assert len(set(tokens)) == PAGES
     assert tokens.count(tokens[page - 1]) == 1 + failed_attempts
+
+
+@pytest.mark.parametrize("status", [520, 522, 524])
+def test_cloudflare_edge_errors_52x_are_retried_like_5xx(
+    emu: EmulatorServer, tmp_path: Path, status: int
+) -> None:
+    """520 (unknown error), 522 (connection timed out) and 524 (a timeout occurred) are
+    Cloudflare's own edge pages: passing conditions, retried like 502/503/504."""
+    emu.faults.fail_next(2, status=status, path=LIST, on_request=MIDDLE)
+    path = tmp_path / "images.jsonl"
+
+    manifest = export(path)
+
+    assert_exact_export(emu, path, manifest)
+    assert [record.status for record in list_records(emu)].count(status) == 2
 
 
 # -- rate limits ----------------------------------------------------------------------------
@@ -178,8 +193,9 @@ def test_max_requests_per_minute_spaces_the_requests_evenly(
     starts = [record.started for record in list_records(emu)]
     assert len(starts) == 10
     gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
-    # 600 a minute is one every 0.1 s; the server sees the starts give or take a few ms.
-    assert min(gaps) >= 0.07, gaps
+    # 600 a minute is one every 0.1 s; the server sees the client's starts give or take
+    # the time each request takes to arrive, a few ms (more on a loaded machine).
+    assert min(gaps) >= 0.06, gaps
     assert starts[-1] - starts[0] >= 9 * 0.1 - 0.03
 
 

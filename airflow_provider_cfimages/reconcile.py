@@ -28,20 +28,21 @@ Records are tuples, to keep a million of them cheap:
 
 from __future__ import annotations
 
-import gc
 import heapq
 import operator
 import tempfile
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import compress, count, islice, repeat
 from typing import IO, Any, NamedTuple
 
 import msgspec
+
+from airflow_provider_cfimages.gc_pause import paused_gc
+from airflow_provider_cfimages.messages import short_repr
 
 ExpectedRecord = tuple[str, bytes | None]
 ActualRecord = tuple[str, str | None, str | None, bytes | None]
@@ -126,7 +127,7 @@ def expected_records(
             if not isinstance(value, dict):
                 raise ValueError(
                     f"expected_meta names the field {meta_field!r}, but {parameter} record "
-                    f"{number} is not a record with fields: {_short(value)}."
+                    f"{number} is not a record with fields: {short_repr(value)}."
                 )
             meta = _meta_of(value.get(meta_field), key, f"{parameter} field {meta_field!r}")
         else:
@@ -149,9 +150,9 @@ def actual_records(
         try:
             image_id = image["id"]
         except (KeyError, TypeError):
-            raise ValueError(f"An image record has no 'id': {_short(image)}") from None
+            raise ValueError(f"An image record has no 'id': {short_repr(image)}") from None
         if type(image_id) is not str:
-            raise ValueError(f"An image record's 'id' is not text: {_short(image)}")
+            raise ValueError(f"An image record's 'id' is not text: {short_repr(image)}")
         meta = canonical_meta(image.get("meta")) if compare_meta else None
         if key == "id":
             yield image_id, None, image.get("uploaded"), meta
@@ -181,7 +182,7 @@ def _key_of(value: Any, field: str, number: int, parameter: str) -> str:
     if not isinstance(key, str):
         raise ValueError(
             f"{parameter} record {number}: the key must be text (an image id or filename); "
-            f"got {type(key).__name__} {_short(key)}."
+            f"got {type(key).__name__} {short_repr(key)}."
         )
     return key
 
@@ -205,17 +206,9 @@ def _meta_of(value: Any, key: str, source: str) -> bytes | None:
     if not isinstance(meta, dict):
         raise ValueError(
             f"{source} for key {key!r} must be a JSON object (the image's meta), or JSON "
-            f"text of one; got {_short(value)}."
+            f"text of one; got {short_repr(value)}."
         )
     return canonical_meta(meta)
-
-
-def _short(value: Any) -> str:
-    try:
-        text = repr(value)
-    except RecursionError:
-        return f"a {type(value).__name__} nested too deeply to print"
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 @dataclass
@@ -370,22 +363,6 @@ class _Spool:
         return offset, len(data)
 
 
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while millions of small tuples are made.
-
-    The records hold no reference cycles, so the collector finds nothing; left on, it
-    would rescan every new container again and again (it triples the time at 1M keys).
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 class Reconciler:
     """Compares an expected key stream with the live inventory's and reports the differences.
 
@@ -444,7 +421,7 @@ class Reconciler:
             width=4 if self.compare_meta else 3, spill_at=self.spill_at, temp_dir=self.temp_dir
         )
         try:
-            with _gc_paused():
+            with paused_gc():
                 expected_side.extend(expected)
                 actual_side.extend(actual)
                 summary.expected = expected_side.count

@@ -37,6 +37,7 @@ from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_cfimages.exceptions import CloudflareImagesConfigError, CloudflareImagesError
 from airflow_provider_cfimages.inventory.writer import CSV_COLUMNS, GZIP_SUFFIX
+from airflow_provider_cfimages.messages import short_repr
 
 SourceFormat = Literal["txt", "csv", "jsonl", "json"]
 SOURCE_FORMATS: tuple[SourceFormat, ...] = ("txt", "csv", "jsonl", "json")
@@ -265,7 +266,7 @@ class InventoryReader:
             if type(record) is not dict:
                 raise CloudflareImagesConfigError(
                     f"{self.source.parameter} {self.source.uri!r}: record {number} is not an "
-                    f"image object but {type(record).__name__} {_short(record)}."
+                    f"image object but {type(record).__name__} {short_repr(record)}."
                 )
         return batch
 
@@ -490,11 +491,3 @@ def _check_uri(path: Any, parameter: str) -> str:
             f"'file:///data/keys.txt' or 's3://conn_id@bucket/keys.csv'; got {uri!r}."
         )
     return uri
-
-
-def _short(value: Any) -> str:
-    try:
-        text = repr(value)
-    except RecursionError:
-        return f"a {type(value).__name__} nested too deeply to print"
-    return text if len(text) <= 80 else text[:77] + "..."

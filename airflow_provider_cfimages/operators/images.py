@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import gc
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from airflow.sdk import BaseOperator, XComArg
+from airflow.sdk import BaseOperator
 
 from airflow_provider_cfimages.connection import validate_account_id
 from airflow_provider_cfimages.exceptions import CloudflareImagesConfigError, CloudflareImagesError
+from airflow_provider_cfimages.gc_pause import paused_gc
 from airflow_provider_cfimages.hooks.images import CloudflareImagesHook
 from airflow_provider_cfimages.inventory import (
     InventoryManifest,
@@ -23,6 +22,7 @@ from airflow_provider_cfimages.inventory import (
     check_fields,
     keep_fields,
 )
+from airflow_provider_cfimages.operators.arguments import check_whole, is_unrendered
 from airflow_provider_cfimages.query import DEFAULT_PER_PAGE, ImageQuery
 
 if TYPE_CHECKING:
@@ -138,7 +138,7 @@ class CloudflareImagesListOperator(BaseOperator):
         self.fields = fields
         self.output_path = output_path
         self.output_format = output_format
-        self.max_xcom_images = _check_whole("max_xcom_images", max_xcom_images, minimum=1)
+        self.max_xcom_images = check_whole("max_xcom_images", max_xcom_images, minimum=1)
         self.log_every_seconds = _check_seconds(log_every_seconds)
         self.max_requests_per_minute = _check_rate(max_requests_per_minute)
         # Whatever is already known is checked now, so a broken DAG fails at parse time.
@@ -222,7 +222,7 @@ class CloudflareImagesListOperator(BaseOperator):
         """Check the arguments; before rendering, those still templated are skipped."""
 
         def known(value: Any) -> bool:
-            return rendered or not _is_unrendered(value)
+            return rendered or not is_unrendered(value)
 
         if known(self.account_id):
             validate_account_id(self.account_id, source="account_id")
@@ -307,49 +307,11 @@ class ListingProgress:
         )
 
 
-@contextlib.contextmanager
-def paused_gc() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector for the duration of a listing.
-
-    Each page decodes into tens of thousands of dicts and lists, and every such burst of
-    allocations makes the collector walk all the objects the task process holds (Airflow's
-    own included): measured at 1,000,000 images, that more than halved the listing rate.
-    Decoded JSON holds no reference cycles, so reference counting alone frees each page and
-    memory stays bounded; the collector is switched back on (if it was on) at the end.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
-def _is_unrendered(value: Any) -> bool:
-    """Whether a value is only known after rendering: a Jinja template or an XComArg."""
-    if isinstance(value, XComArg):
-        return True
-    if isinstance(value, str):
-        return "{{" in value or "{%" in value
-    if isinstance(value, (list, tuple)):
-        return any(_is_unrendered(item) for item in value)
-    return False
-
-
 def _check_conn_id(value: Any) -> None:
     if not isinstance(value, str) or not value.strip():
         raise CloudflareImagesConfigError(
             f"cloudflare_images_conn_id must be a connection id; got {value!r}."
         )
-
-
-def _check_whole(name: str, value: Any, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise CloudflareImagesConfigError(
-            f"{name} must be a whole number >= {minimum}; got {value!r}."
-        )
-    return value
 
 
 def _check_rate(value: Any) -> float | None:

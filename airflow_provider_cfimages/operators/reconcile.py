@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator, XComArg
+from airflow.sdk import BaseOperator
 
 from airflow_provider_cfimages.connection import validate_account_id
 from airflow_provider_cfimages.exceptions import (
@@ -31,6 +31,8 @@ from airflow_provider_cfimages.inventory.reader import (
     looks_like_path,
 )
 from airflow_provider_cfimages.inventory.writer import InventoryTarget, InventoryWriter
+from airflow_provider_cfimages.messages import short_repr
+from airflow_provider_cfimages.operators.arguments import check_flag, check_whole, is_unrendered
 from airflow_provider_cfimages.query import (
     MAX_PER_PAGE,
     ImageQuery,
@@ -149,9 +151,9 @@ class CloudflareImagesReconcileOperator(BaseOperator):
         self.expected_meta = expected_meta
         self.actual_from = actual_from
         self.report_path = report_path
-        self.sample_size = _check_whole("sample_size", sample_size, minimum=0)
-        self.fail_on_drift = _check_flag("fail_on_drift", fail_on_drift)
-        self.allow_empty_expected = _check_flag("allow_empty_expected", allow_empty_expected)
+        self.sample_size = check_whole("sample_size", sample_size, minimum=0)
+        self.fail_on_drift = check_flag("fail_on_drift", fail_on_drift)
+        self.allow_empty_expected = check_flag("allow_empty_expected", allow_empty_expected)
         self.cloudflare_images_conn_id = cloudflare_images_conn_id
         self.account_id = account_id
         self.creator = creator
@@ -298,7 +300,7 @@ class CloudflareImagesReconcileOperator(BaseOperator):
         """Check the arguments; before rendering, those still templated are skipped."""
 
         def known(value: Any) -> bool:
-            return rendered or not _is_unrendered(value)
+            return rendered or not is_unrendered(value)
 
         if known(self.account_id):
             validate_account_id(self.account_id, source="account_id")
@@ -541,8 +543,8 @@ class CloudflareImagesDeleteOperator(BaseOperator):
         self.max_deletes = max_deletes
         self.dry_run = dry_run
         self.older_than = older_than
-        self.fail_on_error = _check_flag("fail_on_error", fail_on_error)
-        self.sample_size = _check_whole("sample_size", sample_size, minimum=0)
+        self.fail_on_error = check_flag("fail_on_error", fail_on_error)
+        self.sample_size = check_whole("sample_size", sample_size, minimum=0)
         self.cloudflare_images_conn_id = cloudflare_images_conn_id
         self.account_id = account_id
         self._check_arguments(rendered=False)
@@ -705,10 +707,10 @@ class CloudflareImagesDeleteOperator(BaseOperator):
         """Check the arguments; before rendering, those still templated are skipped."""
 
         def known(value: Any) -> bool:
-            return rendered or not _is_unrendered(value)
+            return rendered or not is_unrendered(value)
 
         max_deletes = _check_max_deletes(self.max_deletes) if known(self.max_deletes) else 0
-        dry_run = _check_flag("dry_run", self.dry_run) if known(self.dry_run) else True
+        dry_run = check_flag("dry_run", self.dry_run) if known(self.dry_run) else True
         cutoff = (
             parse_instant(self.older_than, name="older_than") if known(self.older_than) else None
         )
@@ -728,7 +730,7 @@ def _targets_from_rows(rows: Iterable[Any]) -> Iterator[DeleteTarget]:
                 continue
             if "id" not in row:
                 raise CloudflareImagesConfigError(
-                    f"image_ids: a record has no 'id' field: {_short(row)}."
+                    f"image_ids: a record has no 'id' field: {short_repr(row)}."
                 )
             uploaded = row.get("uploaded")
             yield DeleteTarget(row["id"], uploaded if isinstance(uploaded, str) else None)
@@ -768,22 +770,6 @@ def _check_max_deletes(value: Any) -> int:
     return value
 
 
-def _check_flag(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    raise CloudflareImagesConfigError(f"{name} must be True or False; got {value!r}.")
-
-
-def _check_whole(name: str, value: Any, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise CloudflareImagesConfigError(
-            f"{name} must be a whole number >= {minimum}; got {value!r}."
-        )
-    return value
-
-
 def _check_name(name: str, value: Any) -> None:
     if not isinstance(value, str) or not value.strip():
         raise CloudflareImagesConfigError(f"{name} must be a field or column name; got {value!r}.")
@@ -795,21 +781,3 @@ def _iterable(value: Any) -> bool:
     except TypeError:
         return False
     return True
-
-
-def _is_unrendered(value: Any) -> bool:
-    """Whether a value is only known after rendering: a Jinja template or an XComArg."""
-    if isinstance(value, XComArg):
-        return True
-    if isinstance(value, str):
-        return "{{" in value or "{%" in value
-    if isinstance(value, (list, tuple)):
-        return any(_is_unrendered(item) for item in value[:100])
-    if isinstance(value, Mapping):
-        return any(_is_unrendered(item) for item in list(value.values())[:100])
-    return False
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."

@@ -33,15 +33,13 @@ from airflow_provider_cfimages.exceptions import (
     CloudflareImagesError,
     CloudflareImagesPaginationError,
 )
+from airflow_provider_cfimages.gc_pause import paused_gc
 from airflow_provider_cfimages.inventory import CSV_COLUMNS, csv_cell
 from airflow_provider_cfimages.operators.images import (
     CloudflareImagesListOperator,
     ListingProgress,
-    paused_gc,
 )
 from airflow_provider_cfimages.query import parse_uploaded
-
-# The shared emulator fixtures (until tests/conftest.py registers them as a plugin).
 
 TOTAL = 25_000
 S3_CONN_ID = "aws_cfimages_list_tests"

@@ -24,6 +24,7 @@ from airflow_provider_cfimages.exceptions import (
     CloudflareImagesError,
     CloudflareImagesRateLimitError,
 )
+from airflow_provider_cfimages.gc_pause import paused_gc
 
 log = logging.getLogger(__name__)
 
@@ -290,7 +291,10 @@ class ApiTransport:
         if cf_ray is not None:
             cf_ray = self._redact(cf_ray)
         try:
-            envelope = decoder.decode(content)
+            # A page decodes into ~10^5 containers at once; left on, the cyclic collector
+            # would rescan the whole process heap several times per page (3x slower).
+            with paused_gc():
+                envelope = decoder.decode(content)
         except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as err:
             problem = _describe_unreadable(response, content, err, self._redact)
             error = CloudflareImagesAPIError(

@@ -7,24 +7,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_provider_cfimages.inventory.writer import InventoryFormat, WrittenInventory
+from airflow_provider_cfimages.inventory.writer import WrittenInventory
 from airflow_provider_cfimages.query import ImageQuery
 
 
 @dataclass(frozen=True)
-class InventoryManifest:
+class InventoryManifest(WrittenInventory):
     """Describes one exported inventory file; ``to_dict()`` is the XCom value (JSON only).
 
-    :param path: the final path, as a string ``ObjectStoragePath`` accepts.
-    :param format: ``jsonl``, ``csv`` or ``json``.
-    :param compression: ``gzip`` or ``None``.
-    :param count: images in the file.
-    :param pages: list pages read.
-    :param bytes: size of the file as stored (after gzip).
-    :param uncompressed_bytes: size before gzip.
-    :param sha256: hex sha256 of the file as stored.
-    :param oldest_uploaded: the earliest ``uploaded`` in the file, as the API gave it.
-    :param newest_uploaded: the latest ``uploaded`` in the file, as the API gave it.
+    The fields of :class:`WrittenInventory` (``path``, ``format``, ``compression``,
+    ``count``, ``pages``, ``bytes``, ``uncompressed_bytes``, ``sha256``,
+    ``oldest_uploaded``, ``newest_uploaded``), then the listing that produced the file:
+
     :param account_id: the account listed.
     :param sort_order: ``asc`` or ``desc``, the order of the images in the file.
     :param per_page: images asked for per request.
@@ -37,16 +31,6 @@ class InventoryManifest:
     :param listed_at: when listing started (ISO 8601, UTC).
     """
 
-    path: str
-    format: InventoryFormat
-    compression: str | None
-    count: int
-    pages: int
-    bytes: int
-    uncompressed_bytes: int
-    sha256: str
-    oldest_uploaded: str | None
-    newest_uploaded: str | None
     account_id: str
     sort_order: str
     per_page: int

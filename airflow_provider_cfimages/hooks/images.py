@@ -410,6 +410,7 @@ def _check_retries(value: int | None) -> int | None:
 def _check_positive(name: str, value: float | None) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+    # "not > 0" also refuses NaN, which would otherwise pass every comparison silently.
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise ValueError(f"{name} must be a positive number; got {value!r}.")
     return float(value)

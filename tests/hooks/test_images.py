@@ -638,3 +638,18 @@ def test_token_never_appears_in_errors_logs_or_reprs(
     ]
     for text in texts:
         assert TEST_TOKEN not in text
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"timeout": float("nan")},
+        {"max_requests_per_minute": float("nan")},
+        {"max_retry_wait": 0},
+        {"timeout": -1},
+    ],
+)
+def test_hook_tuning_arguments_must_be_positive_numbers(kwargs: dict[str, Any]) -> None:
+    (name,) = kwargs
+    with pytest.raises(ValueError, match=f"{name} must be a positive number"):
+        CloudflareImagesHook(**kwargs)

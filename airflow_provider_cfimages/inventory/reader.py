@@ -36,6 +36,7 @@ import msgspec
 from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_cfimages.exceptions import CloudflareImagesConfigError, CloudflareImagesError
+from airflow_provider_cfimages.inventory.location import storage_path
 from airflow_provider_cfimages.inventory.writer import CSV_COLUMNS, GZIP_SUFFIX
 from airflow_provider_cfimages.messages import short_repr
 
@@ -118,11 +119,11 @@ class InventorySource:
         original = path if isinstance(path, ObjectStoragePath) else None
         return cls(uri, file_format, gzipped, parameter, original)
 
-    def path(self) -> ObjectStoragePath:
-        """The source as an ``airflow.sdk.ObjectStoragePath``."""
+    def path(self) -> Any:
+        """The source: a ``pathlib.Path`` or an ``airflow.sdk.ObjectStoragePath``."""
         if self.original is not None:
             return self.original
-        return ObjectStoragePath(self.uri)
+        return storage_path(self.uri)
 
 
 def looks_like_path(value: Any) -> bool:

@@ -1,8 +1,9 @@
 """Writing an image inventory to a file or object store: streamed, hashed and atomic.
 
-The data path is ``page -> fields -> encoder -> gzip (for .gz) -> hashing sink -> temporary
-object``; :meth:`InventoryWriter.commit` then renames the temporary object to the final
-path. So memory holds one page whatever the inventory size, the sha256 and byte count are
+The data path is ``page -> fields -> encoder -> (write-behind thread) gzip (for .gz) ->
+hashing sink -> temporary object``; :meth:`InventoryWriter.commit` then renames the temporary
+object to the final path. So memory holds a page or three (the one being encoded and at most
+two queued) whatever the inventory size, the sha256 and byte count are
 of the bytes as stored without reading them back, and the final path only ever holds a
 complete file: a failed, killed or retried try leaves either the previous file or none.
 """
@@ -25,6 +26,12 @@ from urllib.parse import urlsplit
 import msgspec
 
 from airflow_provider_cfimages.exceptions import CloudflareImagesConfigError
+from airflow_provider_cfimages.inventory.location import (
+    LOCAL_PROTOCOLS,
+    protocol_of,
+    storage_path,
+)
+from airflow_provider_cfimages.inventory.write_behind import WriteBehind
 from airflow_provider_cfimages.query import parse_uploaded
 
 log = logging.getLogger(__name__)
@@ -53,7 +60,6 @@ _SUFFIX_FORMATS: dict[str, InventoryFormat] = {
     ".json": "json",
 }
 _OTHER_COMPRESSIONS = (".bz2", ".xz", ".zst", ".zstd", ".lz4", ".zip", ".br", ".snappy", ".gzip")
-_LOCAL_PROTOCOLS = ("", "file", "local")
 # Schemes whose ObjectStoragePath filesystem comes from a provider, for the error message.
 _SCHEME_PROVIDERS = {
     "s3": "apache-airflow-providers-amazon[s3fs]",
@@ -157,13 +163,13 @@ class InventoryTarget:
     @property
     def protocol(self) -> str:
         """The URI scheme, ``file`` for a plain local path."""
-        return urlsplit(self.uri).scheme.lower() or "file"
+        return protocol_of(self.uri)
 
     def check_filesystem(self) -> None:
         """Raise, naming ``output_path`` and the provider to install, if no filesystem serves it."""
         # Local files are built into Airflow; asking has_fs would load every provider's
         # filesystem list first (seconds), for nothing.
-        if self.protocol in _LOCAL_PROTOCOLS:
+        if self.protocol in LOCAL_PROTOCOLS:
             return
         from airflow.sdk.io import has_fs
 
@@ -181,10 +187,8 @@ class InventoryTarget:
         )
 
     def path(self) -> Any:
-        """The destination as an ``airflow.sdk.ObjectStoragePath``."""
-        from airflow.sdk import ObjectStoragePath
-
-        return ObjectStoragePath(self.uri)
+        """The destination: a ``pathlib.Path`` or an ``airflow.sdk.ObjectStoragePath``."""
+        return storage_path(self.uri)
 
 
 def _check_output_path(output_path: Any) -> str:
@@ -422,13 +426,19 @@ class InventoryWriter:
         self._raw: Any = None
         self._sink: _HashingSink | None = None
         self._stream: Any = None
+        self._behind: WriteBehind | None = None
         self._uncompressed = 0
         self._range = _UploadRange()
         self._encoder = _encoder_for(target.format, self.fields)
         self._committed = False
 
     def __enter__(self) -> InventoryWriter:
-        self.open()
+        try:
+            self.open()
+        except BaseException:
+            # __exit__ does not run when __enter__ fails; the temp object may exist already.
+            self.abort()
+            raise
         return self
 
     def __exit__(
@@ -447,7 +457,7 @@ class InventoryWriter:
         self.temp_path = self._final_path.with_name(
             f"{self._final_path.name}.tmp-{uuid.uuid4().hex}"
         )
-        if self.target.protocol in _LOCAL_PROTOCOLS:
+        if self.target.protocol in LOCAL_PROTOCOLS:
             self.temp_path.parent.mkdir(parents=True, exist_ok=True)
         self._raw = self.temp_path.open("wb")
         self._sink = _HashingSink(self._raw)
@@ -458,6 +468,7 @@ class InventoryWriter:
             if self.target.compressed
             else self._sink
         )
+        self._behind = WriteBehind(self._stream, name=f"cfimages-export-{self.temp_path.name}")
         self._write(self._encoder.header)
 
     def write_page(self, images: list[dict[str, Any]]) -> None:
@@ -476,6 +487,8 @@ class InventoryWriter:
     def commit(self) -> WrittenInventory:
         """Finish the file and move it to the final path; return what was written."""
         self._write(self._encoder.trailer)
+        assert self._behind is not None
+        self._behind.finish()
         if self._stream is not self._sink:
             self._stream.close()
         self._raw.close()
@@ -498,6 +511,8 @@ class InventoryWriter:
 
     def abort(self) -> None:
         """Close and delete the temporary object; the final path is left as it was."""
+        if self._behind is not None:
+            self._behind.abandon()
         for stream in (self._stream, self._raw):
             if stream is None or stream is self._sink:
                 continue
@@ -522,5 +537,6 @@ class InventoryWriter:
 
     def _write(self, data: bytes) -> None:
         if data:
+            assert self._behind is not None
             self._uncompressed += len(data)
-            self._stream.write(data)
+            self._behind.write(data)

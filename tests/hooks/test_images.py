@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -189,6 +190,34 @@ def test_session_is_built_once_and_verifies_tls() -> None:
     session = hook.get_conn()
     assert session is hook.get_conn()
     assert session.verify is True
+
+
+def test_requests_verify_tls_and_honour_proxy_and_ca_bundle_settings(
+    mocked: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The transport looks the environment up once, not per request: it must still be
+    # what Session.request would have found.
+    bundle = tmp_path / "corporate-ca.pem"
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    mocked.get(LIST_URL, json=page([image(1)], "t1"))
+    mocked.get(LIST_URL, json=page([image(2)], None))
+    assert [i["id"] for i in CloudflareImagesHook().iter_images()] == ["img-1", "img-2"]
+    for call in mocked.calls:
+        sent = call.request.req_kwargs
+        assert sent["verify"] == str(bundle)
+        assert sent["proxies"]["https"] == "http://proxy.internal:3128"
+        assert sent["stream"] is True
+
+
+def test_requests_verify_tls_with_the_default_bundle(
+    mocked: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+    mocked.get(LIST_URL, json=page([image(1)], None))
+    CloudflareImagesHook().list_images()
+    assert mocked.calls[0].request.req_kwargs["verify"] is True
 
 
 # -- validation ----------------------------------------------------------------------------

@@ -175,3 +175,13 @@ def test_test_connection_against_the_emulator(emu: EmulatorServer) -> None:
     ok, message = CloudflareImagesHook().test_connection()
     assert ok is True
     assert "1 of" in message
+
+
+def test_pages_reuse_one_connection(emu25k: EmulatorServer) -> None:
+    # Bodies are read in one raw read; the connection must still go back to the pool.
+    hook = CloudflareImagesHook()
+    assert len(hook.list_images(per_page=1000)) == 25_000
+    pools = hook.get_conn().get_adapter(emu25k.base_url).poolmanager.pools
+    keys = pools.keys()  # the pool container refuses plain iteration
+    assert [pools[key].num_connections for key in keys] == [1]
+    assert len(emu25k.requests) == 25

@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import io
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from airflow_provider_cfimages.inventory import (
     check_fields,
     csv_cell,
 )
+from airflow_provider_cfimages.inventory.writer import _HashingSink
 from airflow_provider_cfimages.query import ImageQuery
 
 IMAGES: list[dict[str, Any]] = [
@@ -360,3 +362,34 @@ def test_manifest_is_json_and_reads_back(tmp_path: Path) -> None:
     assert InventoryManifest.from_dict({**data, "added_later": 1}) == manifest
     with pytest.raises(ValueError, match="lacks"):
         InventoryManifest.from_dict({"path": "/x"})
+
+
+@pytest.mark.parametrize(
+    ("name", "limit", "failing_thread"),
+    [
+        ("inventory.jsonl.gz", 0, "MainThread"),  # open() writing the gzip header
+        ("inventory.jsonl", 1000, "cfimages-export-"),  # the write-behind thread
+        ("inventory.jsonl.gz", 1000, "MainThread"),  # commit() flushing gzip's last block
+    ],
+)
+def test_a_storage_error_anywhere_fails_the_export_and_removes_the_temp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, limit: int, failing_thread: str
+) -> None:
+    path = tmp_path / name
+    write(path, [IMAGES[:1]])
+    previous = path.read_bytes()
+    stored = _HashingSink.write
+    failed_in: list[str] = []
+
+    def fill_disk(self: _HashingSink, data: bytes) -> int:
+        if self.nbytes + len(data) > limit:
+            failed_in.append(threading.current_thread().name)
+            raise OSError(28, "No space left on device")
+        return stored(self, data)
+
+    monkeypatch.setattr(_HashingSink, "write", fill_disk)
+    with pytest.raises(OSError, match="No space left"):
+        write(path, [IMAGES] * 500)
+    assert failed_in[0].startswith(failing_thread)
+    assert path.read_bytes() == previous
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]

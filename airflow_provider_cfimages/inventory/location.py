@@ -1,0 +1,36 @@
+"""Where an inventory file lives: a local path, or any URI ``ObjectStoragePath`` serves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+#: Schemes Airflow's own local filesystem serves.
+LOCAL_PROTOCOLS = ("", "file", "local")
+
+
+def protocol_of(uri: str) -> str:
+    """The URI scheme, ``file`` for a plain local path.
+
+    :param uri: an absolute local path or a URI.
+    """
+    return urlsplit(uri).scheme.lower() or "file"
+
+
+def storage_path(uri: str) -> Any:
+    """The object to open ``uri`` with: a ``pathlib.Path`` for a plain local path, else an
+    ``airflow.sdk.ObjectStoragePath``.
+
+    The first time ObjectStoragePath opens anything it registers every installed provider's
+    filesystem: 1.4 s (measured) with the amazon provider installed, which imports boto3,
+    spent on each task even for a local file. Plain paths skip that; URIs (``file://``
+    included, which may carry a connection id) keep ObjectStoragePath's semantics.
+
+    :param uri: an absolute local path or a URI.
+    """
+    if not urlsplit(uri).scheme:
+        return Path(uri)
+    from airflow.sdk import ObjectStoragePath
+
+    return ObjectStoragePath(uri)

@@ -15,6 +15,7 @@ from airflow.sdk import BaseHook
 
 from airflow_provider_cfimages import __version__
 from airflow_provider_cfimages.budget import RequestBudget
+from airflow_provider_cfimages.checks import check_positive, check_whole
 from airflow_provider_cfimages.connection import (
     ConnectionSettings,
     settings_from_connection,
@@ -402,15 +403,8 @@ def _mask(secret: str) -> None:
 
 
 def _check_retries(value: int | None) -> int | None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-        raise ValueError(f"max_retries must be a whole number >= 0; got {value!r}.")
-    return value
+    return None if value is None else check_whole("max_retries", value, minimum=0)
 
 
 def _check_positive(name: str, value: float | None) -> float | None:
-    if value is None:
-        return None
-    # "not > 0" also refuses NaN, which would otherwise pass every comparison silently.
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{name} must be a positive number; got {value!r}.")
-    return float(value)
+    return None if value is None else check_positive(name, value)

@@ -76,6 +76,10 @@ _SCHEME_PROVIDERS = {
     "ftp": "apache-airflow-providers-ftp",
 }
 
+# Pages are encoded this many images at a time (~0.5 MB of JSON), so the chunks queued for
+# the write-behind thread stay small whatever per_page is.
+IMAGES_PER_CHUNK = 1000
+
 _encoder = msgspec.json.Encoder()
 
 
@@ -252,6 +256,11 @@ def csv_cell(value: Any) -> str:
     return _encoder.encode(value).decode("utf-8")
 
 
+def _chunks(images: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    for start in range(0, len(images), IMAGES_PER_CHUNK):
+        yield images[start : start + IMAGES_PER_CHUNK]
+
+
 class _PageEncoder:
     """Turns a page of images into the bytes of one format, with its header and trailer."""
 
@@ -264,7 +273,8 @@ class _PageEncoder:
 
 class _JsonLinesEncoder(_PageEncoder):
     def encode(self, images: list[dict[str, Any]]) -> Iterator[bytes]:
-        yield _encoder.encode_lines(images)
+        for chunk in _chunks(images):
+            yield _encoder.encode_lines(chunk)
 
 
 class _JsonArrayEncoder(_PageEncoder):
@@ -277,22 +287,19 @@ class _JsonArrayEncoder(_PageEncoder):
         self._first = True
 
     def encode(self, images: list[dict[str, Any]]) -> Iterator[bytes]:
-        if not images:
-            return
-        # A JSON encoding holds no raw newline (they are escaped in strings), so the line
-        # breaks of encode_lines are exactly the boundaries between images.
-        body = _encoder.encode_lines(images)[:-1].replace(b"\n", b",\n")
-        if not self._first:
-            yield b",\n"
-        self._first = False
-        yield body
+        for chunk in _chunks(images):
+            # A JSON encoding holds no raw newline (they are escaped in strings), so the
+            # line breaks of encode_lines are exactly the boundaries between images.
+            body = _encoder.encode_lines(chunk)[:-1].replace(b"\n", b",\n")
+            if not self._first:
+                yield b",\n"
+            self._first = False
+            yield body
 
 
 class _CsvEncoder(_PageEncoder):
     """CSV rows, encoded a chunk of rows at a time (a whole page of text would be ~4x its
     UTF-8 size in memory once a non-ASCII filename widens the string)."""
-
-    rows_per_chunk = 1000
 
     def __init__(self, columns: Sequence[str]) -> None:
         self.columns = tuple(columns)
@@ -300,8 +307,7 @@ class _CsvEncoder(_PageEncoder):
 
     def encode(self, images: list[dict[str, Any]]) -> Iterator[bytes]:
         columns = self.columns
-        for start in range(0, len(images), self.rows_per_chunk):
-            chunk = images[start : start + self.rows_per_chunk]
+        for chunk in _chunks(images):
             # Most cells are text already; only the others go through csv_cell.
             yield self._rows(
                 [cell if type(cell) is str else csv_cell(cell) for cell in map(image.get, columns)]

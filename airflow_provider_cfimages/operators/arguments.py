@@ -30,15 +30,6 @@ def is_unrendered(value: Any) -> bool:
     return False
 
 
-def check_whole(name: str, value: Any, *, minimum: int) -> int:
-    """Return ``value`` if it is a whole number >= ``minimum``; else raise naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise CloudflareImagesConfigError(
-            f"{name} must be a whole number >= {minimum}; got {value!r}."
-        )
-    return value
-
-
 def check_flag(name: str, value: Any) -> bool:
     """Return a boolean given as a bool or a rendered ``"True"``/``"False"``; else raise."""
     if isinstance(value, bool):

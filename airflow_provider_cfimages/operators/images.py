@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from airflow.sdk import BaseOperator
 
+from airflow_provider_cfimages.checks import check_positive, check_whole
 from airflow_provider_cfimages.connection import validate_account_id
 from airflow_provider_cfimages.exceptions import CloudflareImagesConfigError, CloudflareImagesError
 from airflow_provider_cfimages.gc_pause import paused_gc
@@ -22,7 +23,7 @@ from airflow_provider_cfimages.inventory import (
     check_fields,
     keep_fields,
 )
-from airflow_provider_cfimages.operators.arguments import check_whole, is_unrendered
+from airflow_provider_cfimages.operators.arguments import is_unrendered
 from airflow_provider_cfimages.query import DEFAULT_PER_PAGE, ImageQuery
 
 if TYPE_CHECKING:
@@ -317,12 +318,12 @@ def _check_conn_id(value: Any) -> None:
 def _check_rate(value: Any) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise CloudflareImagesConfigError(
-            "max_requests_per_minute must be a positive number of requests per minute "
-            f"(Cloudflare allows 1200 per 5 minutes, 240 a minute) or None; got {value!r}."
-        )
-    return float(value)
+    return check_positive(
+        "max_requests_per_minute",
+        value,
+        expected="a positive number of requests per minute (Cloudflare allows 1200 per 5 "
+        "minutes, 240 a minute) or None",
+    )
 
 
 def _check_seconds(value: Any) -> float:

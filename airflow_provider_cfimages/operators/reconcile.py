@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_provider_cfimages.checks import check_whole
 from airflow_provider_cfimages.connection import validate_account_id
 from airflow_provider_cfimages.exceptions import (
     CloudflareImagesAPIError,
@@ -32,7 +33,7 @@ from airflow_provider_cfimages.inventory.reader import (
 )
 from airflow_provider_cfimages.inventory.writer import InventoryTarget, InventoryWriter
 from airflow_provider_cfimages.messages import short_repr
-from airflow_provider_cfimages.operators.arguments import check_flag, check_whole, is_unrendered
+from airflow_provider_cfimages.operators.arguments import check_flag, is_unrendered
 from airflow_provider_cfimages.query import (
     MAX_PER_PAGE,
     ImageQuery,

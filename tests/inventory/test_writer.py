@@ -24,7 +24,7 @@ from airflow_provider_cfimages.inventory import (
     check_fields,
     csv_cell,
 )
-from airflow_provider_cfimages.inventory.writer import _HashingSink
+from airflow_provider_cfimages.inventory.writer import IMAGES_PER_CHUNK, _HashingSink
 from airflow_provider_cfimages.query import ImageQuery
 
 IMAGES: list[dict[str, Any]] = [
@@ -393,3 +393,17 @@ def test_a_storage_error_anywhere_fails_the_export_and_removes_the_temp(
     assert failed_in[0].startswith(failing_thread)
     assert path.read_bytes() == previous
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+@pytest.mark.parametrize("name", ["big.jsonl", "big.json.gz", "big.csv"])
+def test_pages_larger_than_one_encoding_chunk_keep_every_image(tmp_path: Path, name: str) -> None:
+    # Pages are encoded IMAGES_PER_CHUNK images at a time; the joins must not show.
+    page = [{**IMAGES[0], "id": f"img-{i}"} for i in range(2 * IMAGES_PER_CHUNK + 7)]
+    written = write(tmp_path / name, [page, page[:3]])
+    fmt = name.split(".")[1]
+    stored = read_back(tmp_path / name, fmt)
+    if fmt == "csv":
+        assert [row[0] for row in stored[1:]] == [i["id"] for i in page + page[:3]]
+    else:
+        assert stored == page + page[:3]
+    assert written.count == len(page) + 3

@@ -49,7 +49,7 @@ class WriteBehind:
         :param data: the next chunk; it must not be changed afterwards.
         """
         self._raise_failure()
-        if self._dropping:
+        if not self._thread.is_alive():
             raise ValueError("write to a WriteBehind that was finished or abandoned")
         self._queue.put(data)
         return len(data)
@@ -68,7 +68,6 @@ class WriteBehind:
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join()
-        self._dropping = True
 
     def _raise_failure(self) -> None:
         if self._error is not None:

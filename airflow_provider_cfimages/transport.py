@@ -71,7 +71,31 @@ class _Envelope(msgspec.Struct):
     result: Any = None
 
 
+class _JsonListResult(msgspec.Struct):
+    images: list[msgspec.Raw] | None = None
+    continuation_token: str | None = None
+
+
+class _JsonListEnvelope(msgspec.Struct):
+    success: bool = False
+    errors: list[_ApiMessage] = []
+    result: _JsonListResult | None = None
+
+
+class ImageKey(msgspec.Struct, gc=False):
+    """The two keys of an image the provider itself reads; the others are not decoded.
+
+    (``gc=False``: decoded from JSON it holds no reference cycle, and a page of them need
+    not be tracked by the cyclic collector.)
+    """
+
+    id: Any = None
+    uploaded: Any = None
+
+
 _LIST_DECODER = msgspec.json.Decoder(_ListEnvelope)
+_JSON_LIST_DECODER = msgspec.json.Decoder(_JsonListEnvelope)
+_KEY_DECODER = msgspec.json.Decoder(ImageKey)
 _DECODER = msgspec.json.Decoder(_Envelope)
 
 
@@ -79,6 +103,21 @@ class ListPageBody(msgspec.Struct):
     """A decoded "List images V2" page: its images, next token and body size."""
 
     images: list[dict[str, Any]]
+    continuation_token: str | None
+    nbytes: int
+
+
+class JsonListPageBody(msgspec.Struct):
+    """A "List images V2" page whose images stay the JSON the API sent.
+
+    :param images: each image's JSON object, byte for byte as sent (``msgspec.Raw``).
+    :param keys: each image's ``id`` and ``uploaded``, in the same order.
+    :param continuation_token: the next page's token.
+    :param nbytes: size of the response body.
+    """
+
+    images: list[msgspec.Raw]
+    keys: list[ImageKey]
     continuation_token: str | None
     nbytes: int
 
@@ -193,18 +232,38 @@ class ApiTransport:
         """Fetch and check one "List images V2" page (retrying as :meth:`request` does)."""
         what = f"List images V2 page {page}"
         envelope, nbytes = self._send_with_retries("GET", path, params, None, what, _LIST_DECODER)
-        result = envelope.result
-        if result is None:
-            raise CloudflareImagesAPIError(f"{what}: the response has no 'result'")
-        if result.images is None:
-            raise CloudflareImagesAPIError(f"{what}: the response's result has no 'images' list")
-        for index, image in enumerate(result.images):
-            if not isinstance(image.get("id"), str) or not image["id"]:
+        images = _page_images(envelope.result, what)
+        for index, image in enumerate(images):
+            if not _is_image_id(image.get("id")):
+                self._raise_missing_id(what, index, image)
+        return ListPageBody(images, envelope.result.continuation_token, nbytes)
+
+    def get_json_list_page(
+        self, path: str, params: Mapping[str, Any], *, page: int
+    ) -> JsonListPageBody:
+        """Like :meth:`get_list_page`, but decode only each image's ``id`` and ``uploaded``.
+
+        Skipping the rest makes the page about 3x cheaper to decode; for writing images out
+        unchanged, which is what an export without ``fields`` does.
+        """
+        what = f"List images V2 page {page}"
+        envelope, nbytes = self._send_with_retries(
+            "GET", path, params, None, what, _JSON_LIST_DECODER
+        )
+        images = _page_images(envelope.result, what)
+        keys: list[ImageKey] = []
+        for index, image in enumerate(images):
+            try:
+                key = _KEY_DECODER.decode(image)
+            except msgspec.ValidationError as err:
                 raise CloudflareImagesAPIError(
-                    f"{what}: image #{index + 1} on the page has no 'id' "
-                    f"(keys: {self._redact(str(sorted(image)[:10]))})"
-                )
-        return ListPageBody(result.images, result.continuation_token, nbytes)
+                    f"{what}: the response does not have the expected shape (image "
+                    f"#{index + 1} on the page: {err})"
+                ) from None
+            if not _is_image_id(key.id):
+                self._raise_missing_id(what, index, msgspec.json.decode(image))
+            keys.append(key)
+        return JsonListPageBody(images, keys, envelope.result.continuation_token, nbytes)
 
     # -- internals -----------------------------------------------------------------------
 
@@ -344,6 +403,12 @@ class ApiTransport:
             raise _Retryable(error)
         raise error
 
+    def _raise_missing_id(self, what: str, index: int, image: dict[str, Any]) -> None:
+        raise CloudflareImagesAPIError(
+            f"{what}: image #{index + 1} on the page has no 'id' "
+            f"(keys: {self._redact(str(sorted(image)[:10]))})"
+        )
+
     def _redacted(self, message: _ApiMessage) -> dict[str, Any]:
         code = message.code
         if code is not None and not isinstance(code, int):
@@ -358,6 +423,18 @@ class ApiTransport:
     def _check_cancelled(self, what: str) -> None:
         if self.cancelled.is_set():
             raise CloudflareImagesError(f"{what}: cancelled")
+
+
+def _page_images(result: _ListResult | _JsonListResult | None, what: str) -> list[Any]:
+    if result is None:
+        raise CloudflareImagesAPIError(f"{what}: the response has no 'result'")
+    if result.images is None:
+        raise CloudflareImagesAPIError(f"{what}: the response's result has no 'images' list")
+    return result.images
+
+
+def _is_image_id(value: Any) -> bool:
+    return isinstance(value, str) and bool(value)
 
 
 def _read_body(response: requests.Response) -> bytes:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
+import msgspec
 import requests
 from airflow.sdk import BaseHook
 
@@ -34,9 +35,19 @@ from airflow_provider_cfimages.get_provider_info import (
     UI_FIELD_BEHAVIOUR,
 )
 from airflow_provider_cfimages.query import ImageQuery, Verdict, parse_uploaded
-from airflow_provider_cfimages.transport import ApiTransport, ListPageBody
+from airflow_provider_cfimages.transport import (
+    ApiTransport,
+    ImageKey,
+    JsonListPageBody,
+    ListPageBody,
+)
 
 log = logging.getLogger(__name__)
+
+_Body = TypeVar("_Body", ListPageBody, JsonListPageBody)
+_Page = TypeVar("_Page", "ImagePage", "JsonImagePage")
+_Image = TypeVar("_Image")
+_Item = TypeVar("_Item")
 
 
 @dataclass
@@ -52,6 +63,30 @@ class ImagePage:
 
     number: int
     images: list[dict[str, Any]]
+    received: int
+    nbytes: int
+    continuation_token: str | None = field(repr=False)
+
+
+@dataclass
+class JsonImagePage:
+    """One page of "List images V2" whose images stay the JSON the API sent.
+
+    For copying images out unchanged (an export without ``fields`` does): the page is
+    about 3x cheaper to decode than as dicts, and nothing is re-encoded.
+
+    :param number: 1-based page number within this listing.
+    :param images: the images kept from this page, each a bytes-like ``msgspec.Raw``
+        holding one JSON object byte for byte as the API sent it.
+    :param uploaded: each kept image's ``uploaded`` value, in the same order.
+    :param received: how many images the API returned on this page.
+    :param nbytes: size of the response body.
+    :param continuation_token: the token for the next page, ``None`` on the last one.
+    """
+
+    number: int
+    images: list[msgspec.Raw]
+    uploaded: list[Any]
     received: int
     nbytes: int
     continuation_token: str | None = field(repr=False)
@@ -194,15 +229,57 @@ class CloudflareImagesHook(BaseHook):
         :param limit: stop after this many images.
         :param query: an already checked :class:`ImageQuery`, instead of the arguments above.
         """
-        if query is None:
-            query = ImageQuery.build(
-                per_page=per_page,
-                sort_order=sort_order,
-                uploaded_after=uploaded_after,
-                uploaded_before=uploaded_before,
-                creator=creator,
-                limit=limit,
-            )
+        query = query or ImageQuery.build(
+            per_page=per_page,
+            sort_order=sort_order,
+            uploaded_after=uploaded_after,
+            uploaded_before=uploaded_before,
+            creator=creator,
+            limit=limit,
+        )
+        return self._paginate(query, self.transport.get_list_page, _image_page)
+
+    def iter_json_pages(
+        self,
+        *,
+        per_page: Any = 1000,
+        sort_order: Any = "desc",
+        uploaded_after: Any = None,
+        uploaded_before: Any = None,
+        creator: Any = None,
+        limit: Any = None,
+        query: ImageQuery | None = None,
+    ) -> Iterator[JsonImagePage]:
+        """Like :meth:`iter_pages`, but each image stays the JSON text the API sent.
+
+        Only ``id`` and ``uploaded`` are decoded (to check each image and apply the window),
+        so writing images out unchanged costs a third of decoding them into dicts.
+
+        :param per_page: images per request, 10..10000 (a page may hold fewer).
+        :param sort_order: ``desc`` (newest first, the API default) or ``asc``.
+        :param uploaded_after: keep images uploaded at or after this instant.
+        :param uploaded_before: keep images uploaded strictly before this instant.
+        :param creator: only images with this creator.
+        :param limit: stop after this many images.
+        :param query: an already checked :class:`ImageQuery`, instead of the arguments above.
+        """
+        query = query or ImageQuery.build(
+            per_page=per_page,
+            sort_order=sort_order,
+            uploaded_after=uploaded_after,
+            uploaded_before=uploaded_before,
+            creator=creator,
+            limit=limit,
+        )
+        return self._paginate(query, self.transport.get_json_list_page, _json_image_page)
+
+    def _paginate(
+        self,
+        query: ImageQuery,
+        fetch: Callable[..., _Body],
+        make_page: Callable[[ImageQuery, _Body, int, int | None], tuple[_Page, bool]],
+    ) -> Iterator[_Page]:
+        """Follow ``continuation_token`` to the end (or the query's stop), a page at a time."""
         path = f"accounts/{self.account_id}/images/v2"
         pages_by_token: dict[str, int] = {}
         token: str | None = None
@@ -210,13 +287,14 @@ class CloudflareImagesHook(BaseHook):
         number = 0
         while True:
             number += 1
-            body = self.transport.get_list_page(path, query.api_params(token), page=number)
-            images, stop = _select(query, body, page=number, room=_room(query, kept))
-            kept += len(images)
+            body = fetch(path, query.api_params(token), page=number)
+            page, stop = make_page(query, body, number, _room(query, kept))
+            kept += len(page.images)
             next_token = body.continuation_token or None
-            yield ImagePage(number, images, len(body.images), body.nbytes, next_token)
             # Drop this page before fetching the next, so at most one is held here.
-            del body, images
+            del body
+            yield page
+            del page
             if stop or next_token is None:
                 return
             if next_token in pages_by_token:
@@ -360,34 +438,76 @@ def _room(query: ImageQuery, kept: int) -> int | None:
     return None if query.limit is None else query.limit - kept
 
 
-def _select(
-    query: ImageQuery, body: ListPageBody, *, page: int, room: int | None
-) -> tuple[list[dict[str, Any]], bool]:
-    """Keep the page's images that the query wants; say whether listing is finished."""
+def _image_page(
+    query: ImageQuery, body: ListPageBody, number: int, room: int | None
+) -> tuple[ImagePage, bool]:
     images = body.images
+    kept, stop = _select(query, images, _dict_key, page=number, room=room)
+    page = ImagePage(
+        number, _pick(images, kept), len(images), body.nbytes, body.continuation_token or None
+    )
+    return page, stop
+
+
+def _json_image_page(
+    query: ImageQuery, body: JsonListPageBody, number: int, room: int | None
+) -> tuple[JsonImagePage, bool]:
+    kept, stop = _select(query, body.keys, _struct_key, page=number, room=room)
+    page = JsonImagePage(
+        number,
+        _pick(body.images, kept),
+        [key.uploaded for key in _pick(body.keys, kept)],
+        len(body.images),
+        body.nbytes,
+        body.continuation_token or None,
+    )
+    return page, stop
+
+
+def _dict_key(image: dict[str, Any]) -> tuple[Any, Any]:
+    return image.get("id"), image.get("uploaded")
+
+
+def _struct_key(key: ImageKey) -> tuple[Any, Any]:
+    return key.id, key.uploaded
+
+
+def _select(
+    query: ImageQuery,
+    images: Sequence[_Image],
+    id_and_uploaded: Callable[[_Image], tuple[Any, Any]],
+    *,
+    page: int,
+    room: int | None,
+) -> tuple[range | list[int], bool]:
+    """The positions of the page's images that the query keeps; and whether listing is done."""
+    kept: range | list[int] = range(len(images))
+    stop = False
     if query.has_window:
-        kept: list[dict[str, Any]] = []
-        for image in images:
-            uploaded = parse_uploaded(image.get("uploaded"))
+        kept = []
+        for position, image in enumerate(images):
+            image_id, text = id_and_uploaded(image)
+            uploaded = parse_uploaded(text)
             if uploaded is None:
                 raise CloudflareImagesAPIError(
-                    f"List images V2 page {page}: image {image.get('id')!r} has no readable "
-                    f"'uploaded' time ({image.get('uploaded')!r}), so the upload-time window "
-                    "cannot be applied"
+                    f"List images V2 page {page}: image {image_id!r} has no readable "
+                    f"'uploaded' time ({text!r}), so the upload-time window cannot be applied"
                 )
             verdict = query.verdict(uploaded)
             if verdict is Verdict.STOP:
-                return _cap(kept, room)[0], True
+                stop = True
+                break
             if verdict is Verdict.KEEP:
-                kept.append(image)
-        images = kept
-    return _cap(images, room)
+                kept.append(position)
+    if room is not None and len(kept) >= room:
+        return kept[:room], True
+    return kept, stop
 
 
-def _cap(images: list[dict[str, Any]], room: int | None) -> tuple[list[dict[str, Any]], bool]:
-    if room is not None and len(images) >= room:
-        return images[:room], True
-    return images, False
+def _pick(items: list[_Item], positions: range | list[int]) -> list[_Item]:
+    if isinstance(positions, range):
+        return items if len(positions) == len(items) else items[: len(positions)]
+    return [items[position] for position in positions]
 
 
 def _mask(secret: str) -> None:

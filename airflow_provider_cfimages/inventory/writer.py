@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, BinaryIO, Literal
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import msgspec
@@ -34,7 +34,12 @@ from airflow_provider_cfimages.inventory.location import (
 from airflow_provider_cfimages.inventory.write_behind import WriteBehind
 from airflow_provider_cfimages.query import parse_uploaded
 
+if TYPE_CHECKING:
+    from typing_extensions import Buffer  # collections.abc.Buffer from Python 3.12
+
 log = logging.getLogger(__name__)
+
+_Image = TypeVar("_Image")
 
 InventoryFormat = Literal["jsonl", "csv", "json"]
 INVENTORY_FORMATS: tuple[InventoryFormat, ...] = ("jsonl", "csv", "json")
@@ -256,25 +261,53 @@ def csv_cell(value: Any) -> str:
     return _encoder.encode(value).decode("utf-8")
 
 
-def _chunks(images: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+def _chunks(images: Sequence[_Image]) -> Iterator[Sequence[_Image]]:
     for start in range(0, len(images), IMAGES_PER_CHUNK):
         yield images[start : start + IMAGES_PER_CHUNK]
 
 
+def json_lines(images: Sequence[Buffer]) -> bytes:
+    """JSON texts (one object each, as an API sent them), one per line.
+
+    A compact JSON text holds no raw line break (one inside a string is escaped), so this
+    is a join; a text sent pretty-printed, the one case with line breaks, is compacted first.
+
+    :param images: the JSON texts, bytes-like.
+    """
+    lines = b"\n".join(images) + b"\n"
+    if lines.count(b"\n") != len(images) or b"\r" in lines:
+        lines = b"\n".join(msgspec.json.format(image, indent=-1) for image in images) + b"\n"
+    return lines
+
+
 class _PageEncoder:
-    """Turns a page of images into the bytes of one format, with its header and trailer."""
+    """Turns a page of images into the bytes of one format, with its header and trailer.
+
+    :meth:`encode` takes images as dicts; :meth:`encode_json` takes them as JSON texts,
+    for the formats that can copy those (JSON Lines and JSON without ``fields``).
+    """
 
     header = b""
     trailer = b""
+    copies_json = False
 
     def encode(self, images: list[dict[str, Any]]) -> Iterator[bytes]:
         raise NotImplementedError
 
+    def encode_json(self, images: Sequence[Buffer]) -> Iterator[bytes]:
+        raise NotImplementedError
+
 
 class _JsonLinesEncoder(_PageEncoder):
+    copies_json = True
+
     def encode(self, images: list[dict[str, Any]]) -> Iterator[bytes]:
         for chunk in _chunks(images):
             yield _encoder.encode_lines(chunk)
+
+    def encode_json(self, images: Sequence[Buffer]) -> Iterator[bytes]:
+        for chunk in _chunks(images):
+            yield json_lines(chunk)
 
 
 class _JsonArrayEncoder(_PageEncoder):
@@ -282,19 +315,26 @@ class _JsonArrayEncoder(_PageEncoder):
 
     header = b"[\n"
     trailer = b"\n]\n"
+    copies_json = True
 
     def __init__(self) -> None:
         self._first = True
 
     def encode(self, images: list[dict[str, Any]]) -> Iterator[bytes]:
         for chunk in _chunks(images):
-            # A JSON encoding holds no raw newline (they are escaped in strings), so the
-            # line breaks of encode_lines are exactly the boundaries between images.
-            body = _encoder.encode_lines(chunk)[:-1].replace(b"\n", b",\n")
-            if not self._first:
-                yield b",\n"
+            yield self._items(_encoder.encode_lines(chunk))
+
+    def encode_json(self, images: Sequence[Buffer]) -> Iterator[bytes]:
+        for chunk in _chunks(images):
+            yield self._items(json_lines(chunk))
+
+    def _items(self, lines: bytes) -> bytes:
+        # The line breaks of JSON Lines are exactly the boundaries between images.
+        items = lines[:-1].replace(b"\n", b",\n")
+        if self._first:
             self._first = False
-            yield body
+            return items
+        return b",\n" + items
 
 
 class _CsvEncoder(_PageEncoder):
@@ -393,11 +433,14 @@ class _UploadRange:
         self.oldest: tuple[dt.datetime, str] | None = None
         self.newest: tuple[dt.datetime, str] | None = None
 
-    def add(self, images: list[dict[str, Any]]) -> None:
-        if not images:
+    def add(self, uploaded: Sequence[Any]) -> None:
+        """Take in a page's ``uploaded`` values (only its first and last are read).
+
+        :param uploaded: the page's upload times as the API gave them, in listing order.
+        """
+        if not uploaded:
             return
-        for image in (images[0], images[-1]):
-            text = image.get("uploaded")
+        for text in (uploaded[0], uploaded[-1]):
             instant = parse_uploaded(text)
             if instant is None:
                 continue
@@ -482,10 +525,35 @@ class InventoryWriter:
 
         :param images: the page's images; ``fields`` is applied here.
         """
-        self._range.add(images)
+        if images:
+            self._range.add([images[0].get("uploaded"), images[-1].get("uploaded")])
         if self.fields and self.target.format != "csv":
             images = [keep_fields(image, self.fields) for image in images]
         for chunk in self._encoder.encode(images):
+            self._write(chunk)
+        self.count += len(images)
+        self.pages += 1
+
+    @property
+    def copies_json(self) -> bool:
+        """Whether :meth:`write_json_page` can be used: JSON Lines or JSON, without ``fields``."""
+        return self._encoder.copies_json and not self.fields
+
+    def write_json_page(self, images: Sequence[Buffer], uploaded: Sequence[Any]) -> None:
+        """Append one page of images given as the JSON the API sent, written unchanged.
+
+        :param images: each image's JSON object, bytes-like (as
+            :meth:`~airflow_provider_cfimages.hooks.images.CloudflareImagesHook.iter_json_pages`
+            yields them).
+        :param uploaded: each image's ``uploaded`` value, in the same order.
+        """
+        if not self.copies_json:
+            raise ValueError(
+                "write_json_page needs a JSON Lines or JSON target without fields; use "
+                "write_page for CSV or when fields are chosen."
+            )
+        self._range.add(uploaded)
+        for chunk in self._encoder.encode_json(images):
             self._write(chunk)
         self.count += len(images)
         self.pages += 1

@@ -201,9 +201,14 @@ class CloudflareImagesListOperator(BaseOperator):
         progress = ListingProgress(self.log, self.log_every_seconds)
         with InventoryWriter(target, fields=plan.fields) as writer:
             self.log.info("Exporting to %s via %s", target.uri, writer.temp_path)
-            for page in self.hook.iter_pages(query=plan.query):
-                writer.write_page(page.images)
-                progress.page(page.number, writer.count)
+            if writer.copies_json:
+                for json_page in self.hook.iter_json_pages(query=plan.query):
+                    writer.write_json_page(json_page.images, json_page.uploaded)
+                    progress.page(json_page.number, writer.count)
+            else:
+                for page in self.hook.iter_pages(query=plan.query):
+                    writer.write_page(page.images)
+                    progress.page(page.number, writer.count)
             written = writer.commit()
         requests = self.hook.transport.requests_sent
         progress.summary(written.count, requests, written.path, nbytes=written.bytes)

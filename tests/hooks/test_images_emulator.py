@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
+import msgspec
 import pytest
 
 from airflow_provider_cfimages import transport
@@ -185,3 +187,63 @@ def test_pages_reuse_one_connection(emu25k: EmulatorServer) -> None:
     keys = pools.keys()  # the pool container refuses plain iteration
     assert [pools[key].num_connections for key in keys] == [1]
     assert len(emu25k.requests) == 25
+
+
+# -- pages as the JSON the API sent -----------------------------------------------------------
+
+
+def _listing_shapes(images: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    creator = next(i["creator"] for i in images if i.get("creator"))
+    return [
+        {"per_page": 1000},
+        {"per_page": 10_000, "sort_order": "asc"},
+        {"per_page": 1000, "uploaded_after": images[-2500]["uploaded"]},
+        {
+            "per_page": 500,
+            "sort_order": "asc",
+            "uploaded_after": images[100]["uploaded"],
+            "uploaded_before": images[1500]["uploaded"],
+        },
+        {
+            "per_page": 700,
+            "uploaded_after": images[3000]["uploaded"],
+            "uploaded_before": images[20_000]["uploaded"],
+        },
+        {"per_page": 1000, "limit": 2345},
+        {"per_page": 10_000, "creator": creator},
+    ]
+
+
+@pytest.mark.parametrize("shape", range(7))
+def test_json_pages_hold_the_same_images_and_requests_as_dict_pages(
+    emu25k: EmulatorServer, shape: int
+) -> None:
+    kwargs = _listing_shapes(emu25k.backend.images_sorted())[shape]
+    dict_pages = list(CloudflareImagesHook().iter_pages(**kwargs))
+    dict_requests = [r.query for r in emu25k.requests]
+    emu25k.reset_requests()
+    json_pages = list(CloudflareImagesHook().iter_json_pages(**kwargs))
+    assert [r.query for r in emu25k.requests] == dict_requests
+    assert [(p.number, p.received, p.nbytes, p.continuation_token) for p in json_pages] == [
+        (p.number, p.received, p.nbytes, p.continuation_token) for p in dict_pages
+    ]
+    for json_page, dict_page in zip(json_pages, dict_pages, strict=True):
+        assert [msgspec.json.decode(image) for image in json_page.images] == dict_page.images
+        assert json_page.uploaded == [image["uploaded"] for image in dict_page.images]
+    assert sum(len(p.images) for p in json_pages) > 0
+
+
+def test_json_pages_are_the_bytes_the_emulator_sent(emu25k: EmulatorServer) -> None:
+    page = next(iter(CloudflareImagesHook().iter_json_pages(per_page=10, sort_order="asc")))
+    sent = emu25k.backend.images_sorted()[:10]
+    assert [bytes(image) for image in page.images] == [
+        json.dumps(image, separators=(",", ":"), ensure_ascii=False).encode() for image in sent
+    ]
+
+
+def test_json_pages_survive_transient_faults_exactly(emu25k: EmulatorServer) -> None:
+    emu25k.faults.truncate_next(1, path="/images/v2", on_request=2)
+    emu25k.faults.fail_next(1, status=502, path="/images/v2", on_request=4)
+    pages = CloudflareImagesHook().iter_json_pages(per_page=5000)
+    got = [msgspec.json.decode(image)["id"] for page in pages for image in page.images]
+    assert got == emu25k.backend.ids_sorted()[::-1]

@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -407,3 +408,78 @@ def test_pages_larger_than_one_encoding_chunk_keep_every_image(tmp_path: Path, n
     else:
         assert stored == page + page[:3]
     assert written.count == len(page) + 3
+
+
+# -- pages given as the JSON the API sent ---------------------------------------------------
+
+
+def write_json(path: Path, pages: list[list[bytes]], **kwargs: Any) -> Any:
+    target = InventoryTarget.parse(str(path), kwargs.pop("output_format", None))
+    with InventoryWriter(target, **kwargs) as writer:
+        assert writer.copies_json
+        for page in pages:
+            uploaded = [json.loads(text).get("uploaded") for text in page]
+            writer.write_json_page([msgspec.Raw(text) for text in page], uploaded)
+        return writer.commit()
+
+
+def compact(images: list[dict[str, Any]]) -> list[bytes]:
+    return [msgspec.json.encode(image) for image in images]
+
+
+@pytest.mark.parametrize("name", ["out.jsonl", "out.json", "out.jsonl.gz", "out.json.gz"])
+def test_json_texts_are_stored_exactly_as_the_same_images_given_as_dicts(
+    tmp_path: Path, name: str
+) -> None:
+    big = [{**IMAGES[0], "id": f"img-{i}"} for i in range(IMAGES_PER_CHUNK + 5)]
+    pages = [IMAGES[:2], [], IMAGES[2:], big]
+    from_dicts = write(tmp_path / "dicts" / name, pages)
+    from_texts = write_json(tmp_path / "texts" / name, [compact(page) for page in pages])
+    assert (tmp_path / "texts" / name).read_bytes() == (tmp_path / "dicts" / name).read_bytes()
+    assert {**vars(from_texts), "path": ""} == {**vars(from_dicts), "path": ""}
+    assert from_texts.count == 3 + len(big)
+    assert from_texts.oldest_uploaded == "2023-12-31T23:59:59.999Z"
+    assert from_texts.newest_uploaded == "2024-03-02T10:00:00.500Z"
+
+
+@pytest.mark.parametrize("name", ["pretty.jsonl", "pretty.json.gz"])
+def test_pretty_printed_json_texts_are_compacted_to_one_line_each(
+    tmp_path: Path, name: str
+) -> None:
+    texts = [
+        json.dumps(IMAGES[0], indent=2).encode(),
+        json.dumps(IMAGES[1]).replace(", ", ",\r ").encode(),  # a bare CR: no line count
+        msgspec.json.encode(IMAGES[2]),
+    ]
+    assert b"\n" in texts[0]
+    assert b"\r" in texts[1]
+    written = write_json(tmp_path / name, [texts])
+    text = stored_text(tmp_path / name)
+    if name.startswith("pretty.jsonl"):
+        assert len(text.splitlines()) == len(IMAGES)
+        assert [json.loads(line) for line in text.splitlines()] == IMAGES
+    else:
+        assert len(text.splitlines()) == len(IMAGES) + 2  # "[", one line per image, "]"
+        assert json.loads(text) == IMAGES
+    assert written.count == len(IMAGES)
+
+
+@pytest.mark.parametrize(
+    ("name", "fields", "copies"),
+    [
+        ("a.jsonl", None, True),
+        ("a.json.gz", None, True),
+        ("a.jsonl", ("id",), False),
+        ("a.csv", None, False),
+        ("a.csv.gz", ("id",), False),
+    ],
+)
+def test_json_texts_are_refused_where_images_must_be_reshaped(
+    tmp_path: Path, name: str, fields: tuple[str, ...] | None, copies: bool
+) -> None:
+    with InventoryWriter(InventoryTarget.parse(str(tmp_path / name)), fields=fields) as writer:
+        assert writer.copies_json is copies
+        if not copies:
+            with pytest.raises(ValueError, match="use write_page"):
+                writer.write_json_page(compact(IMAGES), [i["uploaded"] for i in IMAGES])
+            assert writer.count == 0

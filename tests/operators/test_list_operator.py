@@ -34,6 +34,7 @@ from airflow_provider_cfimages.exceptions import (
     CloudflareImagesPaginationError,
 )
 from airflow_provider_cfimages.gc_pause import paused_gc
+from airflow_provider_cfimages.hooks.images import CloudflareImagesHook
 from airflow_provider_cfimages.inventory import CSV_COLUMNS, csv_cell
 from airflow_provider_cfimages.operators.images import (
     CloudflareImagesListOperator,
@@ -307,6 +308,49 @@ def test_full_export_matches_the_inventory_exactly(
     assert manifest["sort_order"] == sort_order
     assert files_in(path.parent) == [name]
     json.dumps(manifest)  # an XCom value must be plain JSON
+
+
+@pytest.mark.parametrize(
+    ("name", "fields", "way"),
+    [
+        ("a.jsonl", None, "iter_json_pages"),
+        ("a.json.gz", None, "iter_json_pages"),
+        ("a.jsonl", ["id", "uploaded"], "iter_pages"),
+        ("a.csv", None, "iter_pages"),
+    ],
+)
+def test_exports_copy_the_api_json_unless_images_are_reshaped(
+    emu: EmulatorServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    fields: list[str] | None,
+    way: str,
+) -> None:
+    called: list[str] = []
+
+    def spying(method: str) -> Any:
+        original = getattr(CloudflareImagesHook, method)
+
+        def spy(self: Any, *args: Any, **kwargs: Any) -> Any:
+            called.append(method)
+            return original(self, *args, **kwargs)
+
+        return spy
+
+    for method in ("iter_pages", "iter_json_pages"):
+        monkeypatch.setattr(CloudflareImagesHook, method, spying(method))
+    path = tmp_path / name
+    manifest = run(output_path=str(path), per_page=5000, max_images=7000, fields=fields)
+    assert called == [way]
+    assert manifest["count"] == 7000
+    if name == "a.jsonl" and fields is None:
+        # Copied byte for byte: the emulator sends compact JSON, keys in the API's order.
+        newest = emu.backend.images_sorted()[::-1][:7000]
+        assert path.read_bytes() == b"".join(
+            json.dumps(image, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+            for image in newest
+        )
 
 
 def uploaded(image: dict[str, Any]) -> dt.datetime:

@@ -22,13 +22,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import msgspec
 import pytest
 import responses
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from airflow_provider_cfimages.exceptions import CloudflareImagesError
-from airflow_provider_cfimages.hooks.images import _select
+from airflow_provider_cfimages.hooks.images import _dict_key, _select, _struct_key
 from airflow_provider_cfimages.inventory.reader import (
     InventoryReader,
     InventorySource,
@@ -36,7 +37,12 @@ from airflow_provider_cfimages.inventory.reader import (
 )
 from airflow_provider_cfimages.query import ImageQuery
 from airflow_provider_cfimages.reconcile import Reconciler, actual_records, expected_records
-from airflow_provider_cfimages.transport import ApiTransport, ListPageBody
+from airflow_provider_cfimages.transport import (
+    ApiTransport,
+    ImageKey,
+    JsonListPageBody,
+    ListPageBody,
+)
 
 BASE_URL = "https://api.cloudflare.test/client/v4"
 LIST_PATH = "accounts/0123456789abcdef0123456789abcdef/images/v2"
@@ -198,6 +204,45 @@ def test_any_list_response_is_a_checked_page_or_a_provider_error(
 
 @FUZZ
 @given(status=statuses, body=bodies, head=headers)
+@example(status=200, body=DEEP_IMAGE, head={})
+@example(
+    status=200,
+    body=b'{"success": true, "errors": [],\n "result": {"images": [\n  {"id": "a",\n'
+    b'   "uploaded": "2024-01-01T00:00:00Z"}\n]}}',
+    head={},
+)
+def test_any_list_response_as_json_texts_is_the_same_checked_page_or_a_provider_error(
+    status: int, body: bytes, head: dict[str, str]
+) -> None:
+    transport = make_transport()
+    with responses.RequestsMock() as mocked:
+        serve(mocked, LIST_PATH, status, body, head)
+        serve(mocked, LIST_PATH, status, body, head)
+        page, err = attempt(
+            lambda: transport.get_json_list_page(LIST_PATH, {"per_page": 10}, page=7)
+        )
+        dict_page, _ = attempt(lambda: transport.get_list_page(LIST_PATH, {}, page=7))
+    if err is not None:
+        assert isinstance(err, CloudflareImagesError), repr(err)
+        assert "List images V2 page 7" in str(err)
+        # Only what the dict decoder cannot hold (nesting past the recursion limit) may
+        # differ: a JSON text is skipped over, not built.
+        assert dict_page is None or body == DEEP_IMAGE
+        return
+    assert 200 <= status < 300
+    assert isinstance(page, JsonListPageBody)
+    images = [msgspec.json.decode(image) for image in page.images]
+    assert all(isinstance(image["id"], str) and image["id"] for image in images)
+    assert [(key.id, key.uploaded) for key in page.keys] == [
+        (image["id"], image.get("uploaded")) for image in images
+    ]
+    if dict_page is not None:
+        assert images == dict_page.images
+        assert page.continuation_token == dict_page.continuation_token
+
+
+@FUZZ
+@given(status=statuses, body=bodies, head=headers)
 @example(status=200, body=DEEP_RESULT, head={})
 def test_any_response_to_another_call_is_a_result_or_a_provider_error(
     status: int, body: bytes, head: dict[str, str]
@@ -225,15 +270,19 @@ def test_any_page_under_an_upload_window_is_filtered_or_a_provider_error(
     query = ImageQuery.build(
         sort_order=sort_order, uploaded_after="2001-01-01", uploaded_before="2030-01-01"
     )
-    selected, err = attempt(
-        lambda: _select(query, ListPageBody(images, None, 0), page=3, room=room)
-    )
+    selected, err = attempt(lambda: _select(query, images, _dict_key, page=3, room=room))
+    keys = [ImageKey(image.get("id"), image.get("uploaded")) for image in images]
+    selected_keys, key_err = attempt(lambda: _select(query, keys, _struct_key, page=3, room=room))
+    # Dicts and decoded keys (the JSON-text pages) are selected alike.
+    assert (selected, str(err)) == (selected_keys, str(key_err))
     if err is not None:
         assert isinstance(err, CloudflareImagesError), repr(err)
         assert "List images V2 page 3" in str(err)
         return
     kept, _ = selected
-    assert all(image in images for image in kept)
+    assert list(kept) == sorted(set(kept))
+    assert all(0 <= position < len(images) for position in kept)
+    assert room is None or len(kept) <= room
 
 
 # -- secrets a server echoes back -----------------------------------------------------------

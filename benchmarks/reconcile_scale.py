@@ -23,6 +23,7 @@ Each mode should run in a fresh process: peak RSS is per process.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gzip
 import random
 import resource
@@ -152,13 +153,7 @@ def write_operator_inputs(args: argparse.Namespace, directory: Path) -> dict[str
                 ]
             )
         written = writer.commit()
-    return {
-        "path": written.path,
-        "format": written.format,
-        "count": written.count,
-        "compression": written.compression,
-        "sha256": written.sha256,
-    }
+    return dataclasses.asdict(written)  # the manifest fields a reader checks, and more
 
 
 def batched(records: Iterator[ActualRecord], size: int) -> Iterator[list[ActualRecord]]:

@@ -1,9 +1,9 @@
 """A stream that does its writing on a thread of its own, a page or two behind the caller.
 
 An export's main thread fetches and decodes a page, then encodes it; compressing, hashing
-and storing those bytes is the other half of its work. zlib, hashlib and file or socket
-writes all release the GIL, so on a second core they overlap the next page's fetch and
-decode instead of following it (an export to .jsonl.gz spent a quarter of its time in gzip).
+and storing those bytes is the other half of its work. ISA-L's deflate, hashlib and file
+or socket writes all release the GIL, so on a second core they overlap the next page's
+fetch and decode instead of following it.
 """
 
 from __future__ import annotations

@@ -77,7 +77,9 @@ class JsonImagePage:
 
     :param number: 1-based page number within this listing.
     :param images: the images kept from this page, each a bytes-like ``msgspec.Raw``
-        holding one JSON object byte for byte as the API sent it.
+        holding one JSON object byte for byte as the API sent it. Each refers into the
+        page's response body, which stays in memory while any of them does: keep
+        ``bytes(image)`` for an image that should outlive its page.
     :param uploaded: each kept image's ``uploaded`` value, in the same order.
     :param received: how many images the API returned on this page.
     :param nbytes: size of the response body.

@@ -13,7 +13,7 @@ import random
 import threading
 from collections.abc import Callable, Mapping
 from functools import cached_property
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import msgspec
 import requests
@@ -29,6 +29,9 @@ from airflow_provider_cfimages.exceptions import (
 from airflow_provider_cfimages.gc_pause import paused_gc
 
 log = logging.getLogger(__name__)
+
+_Result = TypeVar("_Result")
+_Image = TypeVar("_Image")
 
 # 520/522/524 are Cloudflare's own edge pages (unknown error, connection timed out, a
 # timeout occurred): as passing as a 502/503/504.
@@ -54,32 +57,15 @@ class _ApiMessage(msgspec.Struct):
     message: Any = None
 
 
-class _ListResult(msgspec.Struct):
-    images: list[dict[str, Any]] | None = None
+class _Envelope(msgspec.Struct, Generic[_Result]):
+    success: bool = False
+    errors: list[_ApiMessage] = []
+    result: _Result | None = None
+
+
+class _ListResult(msgspec.Struct, Generic[_Image]):
+    images: list[_Image] | None = None
     continuation_token: str | None = None
-
-
-class _ListEnvelope(msgspec.Struct):
-    success: bool = False
-    errors: list[_ApiMessage] = []
-    result: _ListResult | None = None
-
-
-class _Envelope(msgspec.Struct):
-    success: bool = False
-    errors: list[_ApiMessage] = []
-    result: Any = None
-
-
-class _JsonListResult(msgspec.Struct):
-    images: list[msgspec.Raw] | None = None
-    continuation_token: str | None = None
-
-
-class _JsonListEnvelope(msgspec.Struct):
-    success: bool = False
-    errors: list[_ApiMessage] = []
-    result: _JsonListResult | None = None
 
 
 class ImageKey(msgspec.Struct, gc=False):
@@ -93,10 +79,11 @@ class ImageKey(msgspec.Struct, gc=False):
     uploaded: Any = None
 
 
-_LIST_DECODER = msgspec.json.Decoder(_ListEnvelope)
-_JSON_LIST_DECODER = msgspec.json.Decoder(_JsonListEnvelope)
+# The same envelope, with a list page's images as dicts or left as the JSON the API sent.
+_LIST_DECODER = msgspec.json.Decoder(_Envelope[_ListResult[dict[str, Any]]])
+_JSON_LIST_DECODER = msgspec.json.Decoder(_Envelope[_ListResult[msgspec.Raw]])
 _KEY_DECODER = msgspec.json.Decoder(ImageKey)
-_DECODER = msgspec.json.Decoder(_Envelope)
+_DECODER = msgspec.json.Decoder(_Envelope[Any])
 
 
 class ListPageBody(msgspec.Struct):
@@ -425,7 +412,7 @@ class ApiTransport:
             raise CloudflareImagesError(f"{what}: cancelled")
 
 
-def _page_images(result: _ListResult | _JsonListResult | None, what: str) -> list[Any]:
+def _page_images(result: _ListResult[Any] | None, what: str) -> list[Any]:
     if result is None:
         raise CloudflareImagesAPIError(f"{what}: the response has no 'result'")
     if result.images is None:

@@ -532,10 +532,7 @@ class InventoryWriter:
             self._range.add([images[0].get("uploaded"), images[-1].get("uploaded")])
         if self.fields and self.target.format != "csv":
             images = [keep_fields(image, self.fields) for image in images]
-        for chunk in self._encoder.encode(images):
-            self._write(chunk)
-        self.count += len(images)
-        self.pages += 1
+        self._append(self._encoder.encode(images), len(images))
 
     @property
     def copies_json(self) -> bool:
@@ -556,10 +553,7 @@ class InventoryWriter:
                 "write_page for CSV or when fields are chosen."
             )
         self._range.add(uploaded)
-        for chunk in self._encoder.encode_json(images):
-            self._write(chunk)
-        self.count += len(images)
-        self.pages += 1
+        self._append(self._encoder.encode_json(images), len(images))
 
     def commit(self) -> WrittenInventory:
         """Finish the file and move it to the final path; return what was written."""
@@ -611,6 +605,13 @@ class InventoryWriter:
             )
         else:
             log.info("Removed the unfinished temporary export %s", self.temp_path)
+
+    def _append(self, chunks: Iterable[bytes], count: int) -> None:
+        """Write one page's encoded chunks and count the page and its ``count`` images."""
+        for chunk in chunks:
+            self._write(chunk)
+        self.count += count
+        self.pages += 1
 
     def _write(self, data: bytes) -> None:
         if data:

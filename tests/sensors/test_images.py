@@ -104,7 +104,18 @@ def test_waits_until_direct_creator_uploads_are_completed(
 ) -> None:
     existing = emulator.backend.upload("existing.jpg")
     draft = emulator.backend.create_direct_upload(id="upload-from-browser")
-    later(0.5, emulator.backend.complete_direct_upload, draft["id"], "from-browser.jpg")
+
+    def complete_once_checked() -> None:
+        # Not on a fixed delay: a first poke later than that (a loaded machine) would find
+        # the upload complete already, and the "not yet" path would go untested.
+        deadline = time.monotonic() + 10
+        while not requests_of(emulator, f"/images/v1/{draft['id']}"):
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.02)
+        emulator.backend.complete_direct_upload(draft["id"], "from-browser.jpg")
+
+    later(0, complete_once_checked)
 
     result = make_sensor(image_ids=[existing["id"], draft["id"]]).execute(context={})
 

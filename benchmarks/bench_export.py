@@ -10,10 +10,12 @@ run (to show it is not the bottleneck)::
     python benchmarks/bench_export.py              # 100k and 1M, per_page 10000 and 1000
     python benchmarks/bench_export.py --images 1000000 --per-page 10000
     python benchmarks/bench_export.py --images 20000 --repeats 1 --contenders floor hook
+    python benchmarks/bench_export.py --images 1000000 --per-page 10000 --contenders floor \\
+        export-jsonl export-jsonl-gz export-json export-csv export-csv-gz   # the formats
 
 Requests are counted from the emulator's own log (``GET /__emulator__/requests``, cleared
 before each run), and every run must return exactly N images (and an export must hold N
-lines), or the benchmark stops with an error. ``sdk`` and ``http-operator`` need the
+images), or the benchmark stops with an error. ``sdk`` and ``http-operator`` need the
 ``bench`` extra (``pip install 'airflow-provider-cfimages[bench]'``); without it they are
 skipped, with a line saying so.
 """
@@ -39,7 +41,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from bench_report import Run, machine_info, render_report
-from contenders import CONTENDERS, RESULT_PREFIX
+from contenders import CONTENDERS, DEFAULT_CONTENDERS, RESULT_PREFIX
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
@@ -278,7 +280,7 @@ def check_complete(run: Run) -> None:
     if run.stored is not None and run.stored != expected:
         raise BenchmarkError(
             f"{run.contender} (per_page {run.per_page}) reported {run.images} images but its "
-            f"file holds {run.stored} lines, expected {expected}"
+            f"file holds {run.stored} images, expected {expected}"
         )
     if run.failed_requests:
         raise BenchmarkError(
@@ -289,7 +291,7 @@ def check_complete(run: Run) -> None:
 
 def available_contenders(requested: Sequence[str] | None) -> tuple[list[str], list[str]]:
     """The contenders to run, and a note for each one skipped because its package is missing."""
-    names = list(requested or CONTENDERS)
+    names = list(requested or DEFAULT_CONTENDERS)
     chosen: list[str] = []
     skipped: list[str] = []
     for name in names:
@@ -363,7 +365,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--contenders",
         nargs="+",
         choices=list(CONTENDERS),
-        help="which contenders (default: all whose packages are installed)",
+        help=(
+            "which contenders (default: all but the export formats other than JSON Lines, "
+            "if their packages are installed)"
+        ),
     )
     parser.add_argument("--seed", type=int, default=7, help="the inventory's seed")
     parser.add_argument(

@@ -17,6 +17,9 @@ The contenders, all fetching the same inventory with the same ``per_page``:
 - ``hook``: ``CloudflareImagesHook.iter_images()``, consumed;
 - ``export-jsonl`` / ``export-jsonl-gz``: ``CloudflareImagesListOperator.execute()``
   exporting to a local ``.jsonl`` / ``.jsonl.gz``;
+- ``export-json``, ``export-csv``, ``export-csv-gz``: the same, to the other formats. They
+  run only when named (``--contenders``): the comparison with other clients does not need
+  them, the table of export formats does;
 - ``sdk``: the official ``cloudflare`` SDK, ``client.images.v2.list`` with its
   continuation token loop, images kept in a list;
 - ``http-operator``: Airflow's ``HttpOperator`` with a ``pagination_function``, the stock
@@ -26,6 +29,7 @@ The contenders, all fetching the same inventory with the same ``per_page``:
 from __future__ import annotations
 
 import argparse
+import csv
 import gzip
 import json
 import os
@@ -158,7 +162,11 @@ class Export(Contender):
         return int(manifest["count"])
 
     def stored(self) -> int | None:
-        return count_lines(self.path, compressed=self.suffix.endswith(".gz"))
+        return count_lines(self.path, compressed=self.compressed)
+
+    @property
+    def compressed(self) -> bool:
+        return self.suffix.endswith(".gz")
 
     def cleanup(self) -> None:
         self.path.unlink(missing_ok=True)
@@ -166,6 +174,28 @@ class Export(Contender):
 
 class ExportGzip(Export):
     suffix = ".jsonl.gz"
+
+
+class ExportJson(Export):
+    suffix = ".json"
+
+    def stored(self) -> int | None:
+        # One image per line between the "[" and "]" lines.
+        return count_lines(self.path, compressed=self.compressed) - 2
+
+
+class ExportCsv(Export):
+    suffix = ".csv"
+
+    def stored(self) -> int | None:
+        # Records, not lines: a quoted filename may hold a line break.
+        opener: Callable[..., Any] = gzip.open if self.compressed else open
+        with opener(self.path, "rt", encoding="utf-8", newline="") as stream:
+            return sum(1 for _ in csv.reader(stream)) - 1  # the header
+
+
+class ExportCsvGzip(ExportCsv):
+    suffix = ".csv.gz"
 
 
 class Sdk(Contender):
@@ -249,7 +279,12 @@ CONTENDERS: dict[str, type[Contender]] = {
     "export-jsonl-gz": ExportGzip,
     "sdk": Sdk,
     "http-operator": HttpOperatorContender,
+    "export-json": ExportJson,
+    "export-csv": ExportCsv,
+    "export-csv-gz": ExportCsvGzip,
 }
+#: what ``bench_export.py`` runs unless told otherwise: the provider and the alternatives
+DEFAULT_CONTENDERS = ("floor", "hook", "export-jsonl", "export-jsonl-gz", "sdk", "http-operator")
 
 
 # -- Airflow connections ---------------------------------------------------------------------

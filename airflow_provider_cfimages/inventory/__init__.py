@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from airflow_provider_cfimages.inventory.csv_text import csv_cell
 from airflow_provider_cfimages.inventory.manifest import InventoryManifest
 from airflow_provider_cfimages.inventory.writer import (
     CSV_COLUMNS,
@@ -11,7 +12,6 @@ from airflow_provider_cfimages.inventory.writer import (
     InventoryWriter,
     WrittenInventory,
     check_fields,
-    csv_cell,
     keep_fields,
 )
 

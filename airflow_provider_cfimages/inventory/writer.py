@@ -10,10 +10,8 @@ complete file: a failed, killed or retried try leaves either the previous file o
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import hashlib
-import io
 import logging
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -26,6 +24,7 @@ import msgspec
 from isal import igzip
 
 from airflow_provider_cfimages.exceptions import CloudflareImagesConfigError
+from airflow_provider_cfimages.inventory.csv_text import csv_header, csv_rows
 from airflow_provider_cfimages.inventory.location import (
     LOCAL_PROTOCOLS,
     protocol_of,
@@ -249,20 +248,6 @@ def _reject_other_compression(name: str, uri: str) -> None:
 # -- encoding -------------------------------------------------------------------------------
 
 
-def csv_cell(value: Any) -> str:
-    """How a value appears in a CSV cell: text as is, ``None`` empty, anything else as JSON.
-
-    So ``requireSignedURLs`` is ``true``/``false`` and ``meta``/``variants`` are JSON text.
-
-    :param value: an image's value for one column.
-    """
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    return _encoder.encode(value).decode("utf-8")
-
-
 def _chunks(images: Sequence[_Image]) -> Iterator[Sequence[_Image]]:
     for start in range(0, len(images), IMAGES_PER_CHUNK):
         yield images[start : start + IMAGES_PER_CHUNK]
@@ -346,26 +331,11 @@ class _CsvEncoder(_PageEncoder):
 
     def __init__(self, columns: Sequence[str]) -> None:
         self.columns = tuple(columns)
-        self.header = self._rows([list(self.columns)])
+        self.header = csv_header(self.columns)
 
     def encode(self, images: list[dict[str, Any]]) -> Iterator[bytes]:
-        columns = self.columns
         for chunk in _chunks(images):
-            # Most cells are text already; only the others go through csv_cell.
-            yield self._rows(
-                [cell if type(cell) is str else csv_cell(cell) for cell in map(image.get, columns)]
-                for image in chunk
-            )
-
-    @staticmethod
-    def _rows(rows: Iterable[list[str]]) -> bytes:
-        buffer = io.BytesIO()
-        text = io.TextIOWrapper(buffer, encoding="utf-8", newline="")
-        csv.writer(text).writerows(rows)
-        text.flush()
-        data = buffer.getvalue()
-        text.detach()
-        return data
+            yield csv_rows(chunk, self.columns)
 
 
 def _encoder_for(fmt: InventoryFormat, fields: Sequence[str] | None) -> _PageEncoder:

@@ -2,7 +2,7 @@
 
 It runs the real script end to end: the emulator in its own process, each contender in its
 own process, the report. The large runs (100,000 and 1,000,000 images) are manual; see
-``docs/benchmarks.md``.
+the README's "Benchmarks".
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ SMOKE_IMAGES = 20_000
 SMOKE_PER_PAGE = 10_000
 #: always run: they need nothing beyond the provider's own dependencies
 CORE_CONTENDERS = ("floor", "hook", "export-jsonl", "export-jsonl-gz")
+#: run only when named
+FORMAT_CONTENDERS = ("export-json", "export-csv", "export-csv-gz")
 
 
 @dataclass(frozen=True)
@@ -45,9 +47,7 @@ def installed(distribution: str) -> bool:
     return True
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> SmokeRun:
-    scratch = tmp_path_factory.mktemp("bench")
+def run_benchmark(scratch: Path, *arguments: str) -> SmokeRun:
     json_out = scratch / "bench.json"
     finished = subprocess.run(
         [
@@ -59,6 +59,7 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> SmokeRun:
             "--timeout=120",
             f"--json-out={json_out}",
             f"--work-dir={scratch / 'work'}",
+            *arguments,
         ],
         capture_output=True,
         text=True,
@@ -68,6 +69,18 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> SmokeRun:
     )
     assert finished.returncode == 0, finished.stderr[-3000:]
     return SmokeRun(finished.stdout, json.loads(json_out.read_text()))
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> SmokeRun:
+    return run_benchmark(tmp_path_factory.mktemp("bench"))
+
+
+@pytest.fixture(scope="module")
+def formats_run(tmp_path_factory: pytest.TempPathFactory) -> SmokeRun:
+    return run_benchmark(
+        tmp_path_factory.mktemp("bench-formats"), "--contenders", "floor", *FORMAT_CONTENDERS
+    )
 
 
 @pytest.mark.parametrize("contender", CORE_CONTENDERS)
@@ -102,6 +115,17 @@ def test_optional_contender_fetches_every_image(
     assert run["requests"] == SMOKE_IMAGES // SMOKE_PER_PAGE
 
 
+def test_the_export_formats_run_only_when_named(smoke_run: SmokeRun) -> None:
+    assert not {run["contender"] for run in smoke_run.summary["runs"]} & set(FORMAT_CONTENDERS)
+
+
+@pytest.mark.parametrize("contender", FORMAT_CONTENDERS)
+def test_format_contender_file_holds_every_image(formats_run: SmokeRun, contender: str) -> None:
+    run = formats_run.run_of(contender)
+    assert run["images"] == run["stored"] == SMOKE_IMAGES
+    assert run["requests"] == SMOKE_IMAGES // SMOKE_PER_PAGE
+
+
 def test_report_has_a_row_per_contender_and_the_targets(smoke_run: SmokeRun) -> None:
     assert "| contender | images/s | wall s | CPU s | peak RSS MB | requests |" in smoke_run.stdout
     for run in smoke_run.summary["runs"]:
@@ -115,7 +139,7 @@ def test_report_has_a_row_per_contender_and_the_targets(smoke_run: SmokeRun) -> 
     ("changes", "message"),
     [
         ({"images": SMOKE_IMAGES - 1}, "fetched 19999 images, expected 20000"),
-        ({"stored": SMOKE_IMAGES - 1}, "its file holds 19999 lines, expected 20000"),
+        ({"stored": SMOKE_IMAGES - 1}, "its file holds 19999 images, expected 20000"),
         ({"failed_requests": 1}, "got 1 failed responses"),
     ],
 )

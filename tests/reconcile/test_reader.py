@@ -127,6 +127,24 @@ def test_not_gzip_or_not_utf8_is_a_clear_error(tmp_path: Path) -> None:
         read(tmp_path / "latin1.txt")
 
 
+def corrupt(data: bytes, damage: str) -> bytes:
+    if damage == "deflate block":  # the first block claims the reserved type 3
+        return data[:10] + b"\x07" + data[11:]
+    if damage == "crc":
+        return data[:-8] + bytes(4) + data[-4:]
+    return data[: len(data) // 2]  # "cut short"
+
+
+@pytest.mark.parametrize("damage", ["deflate block", "crc", "cut short"])
+def test_a_damaged_gzip_file_is_a_clear_error(tmp_path: Path, damage: str) -> None:
+    lines = b"".join(b'{"id": "img-%d"}\n' % i for i in range(5000))
+    path = tmp_path / "k.jsonl.gz"
+    path.write_bytes(corrupt(gzip.compress(lines), damage))
+
+    with pytest.raises(CloudflareImagesConfigError, match="not a readable UTF-8 gzip jsonl"):
+        read(path)
+
+
 @pytest.mark.parametrize(
     ("path", "message"),
     [

@@ -12,7 +12,6 @@ import logging
 import random
 import threading
 from collections.abc import Callable, Mapping
-from functools import cached_property
 from typing import Any, Generic, TypeVar
 
 import msgspec
@@ -177,19 +176,28 @@ class ApiTransport:
         self.session.headers.update({"User-Agent": user_agent, "Accept": "application/json"})
         self.session.mount("https://", HTTPAdapter(pool_connections=1, pool_maxsize=4))
         self.session.mount("http://", HTTPAdapter(pool_connections=1, pool_maxsize=4))
+        self._settings: dict[str, Any] = {}
+        self._settings_key: tuple[Any, ...] | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r})"
 
-    @cached_property
+    @property
     def _send_settings(self) -> dict[str, Any]:
         """``stream=True`` (bodies are read in one go by :func:`_read_body`), plus proxies and
-        CA bundle from the environment, as ``Session.request`` would find them.
+        CA bundle from the session and the environment, as ``Session.request`` would find
+        them.
 
         ``Session.request`` looks those up again for every request (5% of a listing's time,
-        measured); every URL here shares one scheme and host, so once is enough.
+        measured); every URL here shares one scheme and host, so they are looked up again
+        only when the session's own settings change (``hook.get_conn().verify = ...``).
         """
-        return self.session.merge_environment_settings(self.base_url, {}, True, None, None)
+        session = self.session
+        key = (session.trust_env, session.verify, session.cert, dict(session.proxies))
+        if key != self._settings_key:
+            self._settings = session.merge_environment_settings(self.base_url, {}, True, None, None)
+            self._settings_key = key
+        return self._settings
 
     def close(self) -> None:
         """Release pooled connections."""

@@ -220,6 +220,28 @@ def test_requests_verify_tls_with_the_default_bundle(
     assert mocked.calls[0].request.req_kwargs["verify"] is True
 
 
+def test_session_settings_changed_between_requests_are_used(
+    mocked: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    bundle = tmp_path / "corporate-ca.pem"
+    mocked.get(LIST_URL, json=page([image(1)], None))
+    mocked.get(LIST_URL, json=page([image(2)], None))
+    hook = CloudflareImagesHook()
+    hook.list_images()
+
+    hook.get_conn().verify = str(bundle)
+    hook.get_conn().proxies = {"https": "http://proxy.internal:3128"}
+    hook.list_images()
+
+    first, second = (call.request.req_kwargs for call in mocked.calls)
+    assert first["verify"] is True
+    assert not first["proxies"]
+    assert second["verify"] == str(bundle)
+    assert second["proxies"]["https"] == "http://proxy.internal:3128"
+
+
 # -- validation ----------------------------------------------------------------------------
 
 

@@ -79,6 +79,9 @@ def settings_from_connection(
         raise CloudflareImagesConfigError(
             f"Connection {conn_id!r} has no {what}: put it in the connection's password field."
         )
+    _check_header_text(conn_id, "password", secret)
+    if email is not None:
+        _check_header_text(conn_id, "login", email)
     if auth_type == "api_key" and not email:
         raise CloudflareImagesConfigError(
             f"Connection {conn_id!r} uses auth_type 'api_key' but has no account email: "
@@ -96,6 +99,19 @@ def settings_from_connection(
         max_retries=_retries(conn_id, extra.get("max_retries")),
         max_requests_per_minute=_optional_rate(conn_id, extra.get("max_requests_per_minute")),
     )
+
+
+def _check_header_text(conn_id: str, field: str, value: str) -> None:
+    """Refuse a credential that cannot go in an HTTP header, without quoting it.
+
+    http.client would refuse it too, but in an error that quotes the header's value.
+    """
+    if not (value.isascii() and value.isprintable()):
+        raise CloudflareImagesConfigError(
+            f"Connection {conn_id!r} has a {field} with a line break, a control character "
+            "or a non-ASCII character; Cloudflare tokens, keys and account emails have none "
+            "(was it pasted with extra text?). The value is not shown: it is a credential."
+        )
 
 
 def validate_account_id(value: Any, *, source: str) -> str | None:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 import random
+import ssl
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
+from urllib.parse import urlsplit
 
 import msgspec
 import requests
@@ -345,12 +347,26 @@ class ApiTransport:
         self.requests_sent += 1
         try:
             request = requests.Request(method, url, params=params, json=json_body)
+            # Never follow a redirect: the API does not send them, and requests would
+            # forward the X-Auth-Key header (it strips only Authorization) to any host.
             response = self.session.send(
                 self.session.prepare_request(request),
                 timeout=self.timeout,
+                allow_redirects=False,
                 **self._send_settings,
             )
             content = _read_body(response)
+        except requests.exceptions.SSLError as err:
+            rejected = _certificate_rejection(err)
+            if rejected is None:  # a handshake cut short: as passing as a reset connection
+                raise _Retryable(
+                    CloudflareImagesAPIError(f"{what}: SSLError talking to {url}")
+                ) from None
+            raise CloudflareImagesAPIError(
+                f"{what}: the TLS certificate of {_origin(url)} was rejected ({rejected}). "
+                "TLS verification stays on: if a proxy or a private CA signs this "
+                "certificate, point REQUESTS_CA_BUNDLE at that CA's bundle."
+            ) from None
         except _TRANSIENT_TRANSPORT_ERRORS as err:
             raise _Retryable(
                 CloudflareImagesAPIError(f"{what}: {type(err).__name__} talking to {url}")
@@ -359,6 +375,15 @@ class ApiTransport:
         cf_ray = response.headers.get("cf-ray")
         if cf_ray is not None:
             cf_ray = self._redact(cf_ray)
+        if 300 <= status < 400:
+            target = _origin(response.headers.get("Location", "")) or "the same host"
+            raise CloudflareImagesAPIError(
+                f"{what}: the server answered HTTP {status}, a redirect (to "
+                f"{self._redact(target)}), which was not followed: the Cloudflare API does "
+                "not redirect. Check the connection's host (API base URL).",
+                status=status,
+                cf_ray=cf_ray,
+            )
         try:
             # A page decodes into ~10^5 containers at once; left on, the cyclic collector
             # would rescan the whole process heap several times per page (3x slower).
@@ -450,6 +475,29 @@ def _read_body(response: requests.Response) -> bytes:
     except (urllib3.exceptions.ReadTimeoutError, urllib3.exceptions.SSLError) as err:
         response.close()
         raise requests.ConnectionError(err) from None
+
+
+def _certificate_rejection(err: BaseException) -> str | None:
+    """Why certificate verification failed, if that is what ``err`` comes from."""
+    seen: set[int] = set()
+    pending: list[Any] = [err]
+    while pending:
+        current = pending.pop()
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return str(current.verify_message or current.reason or "verification failed")
+        # requests wraps urllib3's MaxRetryError, which holds the SSLError as its reason.
+        pending.extend([*current.args, getattr(current, "reason", None)])
+        pending.extend([current.__cause__, current.__context__])
+    return None
+
+
+def _origin(url: str) -> str:
+    """Scheme and host of a URL: never its path or query, which may carry anything."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}" if parts.netloc else ""
 
 
 def _retry_after(response: requests.Response) -> float | None:

@@ -426,14 +426,23 @@ class CloudflareImagesHook(BaseHook):
                 "image_id must be a non-empty image id that does not start or end with '/'; "
                 f"got {image_id!r}."
             )
+        # URLs resolve "." and ".." segments before they are sent: "tmp/../victim" would
+        # reach the image "victim".
+        if any(segment in (".", "..") for segment in image_id.split("/")):
+            raise ValueError(
+                "image_id must not have a '.' or '..' path segment: the request would reach "
+                f"another image than the one named; got {image_id!r}."
+            )
         return f"accounts/{self.account_id}/images/v1/{quote(image_id, safe='/')}"
 
 
 def image_not_found(err: CloudflareImagesAPIError) -> bool:
-    """Whether an error means "no such image" (code 5404), not a wrong account or route."""
-    if 5404 in err.codes:
-        return True
-    return err.status == 404 and not err.codes
+    """Whether an error means "no such image" (code 5404), not a wrong account or route.
+
+    A 404 without Cloudflare's code (an HTML page from a proxy, a wrong base URL) is not
+    taken as "not found": the delete operator would count the image as already gone.
+    """
+    return 5404 in err.codes
 
 
 def _room(query: ImageQuery, kept: int) -> int | None:

@@ -632,10 +632,83 @@ def test_image_ids_with_sub_paths_are_allowed(mocked: responses.RequestsMock) ->
     assert CloudflareImagesHook().get_image("product/42 b")["id"] == "img-1"
 
 
-@pytest.mark.parametrize("bad", ["", "/a", "a/", None])
+@pytest.mark.parametrize("bad", ["", "/a", "a/", None, "..", "tmp/../victim", "a/./b", "./a"])
 def test_image_id_is_checked(mocked: responses.RequestsMock, bad: Any) -> None:
     with pytest.raises(ValueError, match="image_id"):
         CloudflareImagesHook().get_image(bad)
+    with pytest.raises(ValueError, match="image_id"):
+        CloudflareImagesHook().delete_image(bad)
+    assert not mocked.calls
+
+
+def test_dots_inside_a_segment_are_part_of_the_id(mocked: responses.RequestsMock) -> None:
+    mocked.get(f"{IMAGE_URL}/a/..b/c.", json={"success": True, "errors": [], "result": image(1)})
+    assert CloudflareImagesHook().get_image("a/..b/c.")["id"] == "img-1"
+
+
+def test_a_404_without_cloudflare_code_is_not_taken_for_absent(
+    mocked: responses.RequestsMock,
+) -> None:
+    # What a proxy or a wrong base URL answers; the image may well exist.
+    mocked.delete(
+        f"{IMAGE_URL}/img-1",
+        status=404,
+        body="<html><body>Not Found</body></html>",
+        content_type="text/html",
+    )
+    with pytest.raises(CloudflareImagesAPIError) as raised:
+        CloudflareImagesHook().delete_image("img-1")
+    assert raised.value.status == 404
+    assert not raised.value.codes
+
+
+@pytest.mark.parametrize("auth", ["api_token", "api_key"])
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_redirects_are_refused_not_followed(
+    monkeypatch: pytest.MonkeyPatch, mocked: responses.RequestsMock, auth: str, status: int
+) -> None:
+    # requests would forward X-Auth-Key (it strips only Authorization) to the other host.
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_CLOUDFLARE_IMAGES_DEFAULT",
+        connection_json(
+            login="ops@example.com" if auth == "api_key" else None,
+            password="global-key-123",
+            extra={"account_id": TEST_ACCOUNT, "auth_type": auth},
+        ),
+    )
+    mocked.get(LIST_URL, status=status, headers={"Location": "https://elsewhere.example/x?k=1"})
+    elsewhere = mocked.get("https://elsewhere.example/x", json=page([image(1)], None))
+
+    with pytest.raises(CloudflareImagesAPIError, match="redirect") as raised:
+        CloudflareImagesHook().list_images()
+
+    assert "https://elsewhere.example" in str(raised.value)
+    assert "k=1" not in str(raised.value)
+    assert not raised.value.transient
+    assert elsewhere.call_count == 0
+    assert len(mocked.calls) == 1  # not retried either
+
+
+@pytest.mark.parametrize("field", ["password", "login"])
+@pytest.mark.parametrize("bad", ["SECRETPART1\nSECRETPART2", "SECRET\tPART", "SECRET\u2013PART"])
+def test_credentials_that_cannot_be_a_header_are_refused_unquoted(
+    monkeypatch: pytest.MonkeyPatch, mocked: responses.RequestsMock, field: str, bad: str
+) -> None:
+    fields = {"login": "ops@example.com", "password": "global-key-123", field: bad}
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_CLOUDFLARE_IMAGES_DEFAULT",
+        connection_json(**fields, extra={"account_id": TEST_ACCOUNT, "auth_type": "api_key"}),
+    )
+    hook = CloudflareImagesHook()
+
+    ok, message = hook.test_connection()
+    with pytest.raises(CloudflareImagesConfigError) as raised:
+        hook.list_images()
+
+    assert not ok
+    for text in (message, str(raised.value)):
+        assert field in text
+        assert "SECRET" not in text
     assert not mocked.calls
 
 

@@ -215,6 +215,32 @@ def test_an_account_wide_error_stops_at_once(live: EmulatorServer) -> None:
     assert len(requests_of(live, "DELETE")) == 1
 
 
+def test_a_404_page_without_cloudflare_code_stops_at_once(live: EmulatorServer) -> None:
+    # A proxy's or a wrong base URL's "not found": not proof that any image is gone.
+    ids = plain_ids(live, 5)
+    live.faults.fail_next(None, status=404, html=True, method="DELETE")
+
+    with pytest.raises(CloudflareImagesError, match="HTTP 404"):
+        delete(image_ids=ids, max_deletes=5)
+
+    assert len(requests_of(live, "DELETE")) == 1
+    assert all(image_id in live.backend for image_id in ids)
+
+
+def test_an_id_with_a_dot_segment_fails_alone_and_reaches_no_other_image(
+    live: EmulatorServer,
+) -> None:
+    victim, other = plain_ids(live, 2)
+
+    result = delete(image_ids=[f"tmp/../{victim}", other], max_deletes=2, fail_on_error=False)
+
+    assert result["deleted"] == 1
+    assert result["failures"][0]["id"] == f"tmp/../{victim}"
+    assert "'..' path segment" in result["failures"][0]["error"]
+    assert victim in live.backend
+    assert other not in live.backend
+
+
 def test_a_wrong_token_stops_at_once(live: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> None:
     connection = json.loads(emulator_connection(live, max_retries=0))
     connection["password"] = "wrong-token-0123456789"

@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 import pendulum
 
+from airflow_provider_cfimages.rfc3339 import parse_rfc3339
+
 SortOrder = Literal["asc", "desc"]
 SORT_ORDERS: tuple[SortOrder, ...] = ("asc", "desc")
 MIN_PER_PAGE = 10
@@ -158,9 +160,13 @@ def parse_uploaded(value: Any) -> dt.datetime | None:
     if not isinstance(value, str):
         return None
     try:
+        # The fast path, for what the API writes (on Python 3.11+).
         parsed = dt.datetime.fromisoformat(value)
     except ValueError:
-        return None
+        try:
+            return parse_rfc3339(value)  # "Z" on 3.10, a lower-case "t"/"z", a leap second
+        except ValueError:
+            return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
 
 

@@ -8,26 +8,17 @@ instant they denote, in microseconds since the epoch.
 
 from __future__ import annotations
 
-import re
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 
+from airflow_provider_cfimages.rfc3339 import epoch_micros
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_EPOCH_DATE = date(1970, 1, 1)
-_RFC3339 = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|z|[+-]\d{2}:\d{2})$"
-)
 
 
 @lru_cache(maxsize=65_536)
 def _day_text(days: int) -> str:
     return (_EPOCH + timedelta(days=days)).strftime("%Y-%m-%d")
-
-
-@lru_cache(maxsize=65_536)
-def _days(year: int, month: int, day: int) -> int:
-    # Raises ValueError for impossible dates (2023-02-30).
-    return (date(year, month, day) - _EPOCH_DATE).days
 
 
 def format_uploaded(epoch_ms: int) -> str:
@@ -41,28 +32,12 @@ def format_uploaded(epoch_ms: int) -> str:
 
 
 def parse_uploaded(value: str) -> int:
-    """Parse an RFC 3339 date-time into epoch microseconds.
+    """Parse an RFC 3339 date-time into epoch microseconds (see :func:`~.rfc3339.epoch_micros`).
 
     :param value: e.g. ``2024-03-05T10:22:31.123Z`` or ``2024-03-05T11:22:31+01:00``.
     :raises ValueError: when ``value`` is not an RFC 3339 date-time.
     """
-    match = _RFC3339.match(value)
-    if match is None:
-        raise ValueError(f"not an RFC 3339 date-time: {value!r}")
-    year, month, day, hour, minute, second, fraction, offset = match.groups()
-    hours, minutes, seconds = int(hour), int(minute), int(second)
-    try:
-        if hours > 23 or minutes > 59 or seconds > 60:
-            raise ValueError("time out of range")
-        days = _days(int(year), int(month), int(day))
-    except ValueError:
-        raise ValueError(f"not an RFC 3339 date-time: {value!r}") from None
-    total = days * 86_400 + hours * 3600 + minutes * 60 + seconds
-    if offset not in ("Z", "z"):
-        sign = 1 if offset[0] == "+" else -1
-        total -= sign * (int(offset[1:3]) * 3600 + int(offset[4:6]) * 60)
-    micros = int((fraction or "0").ljust(6, "0")[:6])
-    return total * 1_000_000 + micros
+    return epoch_micros(value)
 
 
 def now_ms() -> int:

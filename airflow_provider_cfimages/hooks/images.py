@@ -147,7 +147,21 @@ class CloudflareImagesHook(BaseHook):
     @cached_property
     def settings(self) -> ConnectionSettings:
         """The connection's checked settings (read once)."""
-        conn = self.get_connection(self.cloudflare_images_conn_id)
+        return self._checked_settings(self.get_connection(self.cloudflare_images_conn_id))
+
+    async def aload_settings(self) -> ConnectionSettings:
+        """Read the connection from async code, such as a trigger, before using the hook.
+
+        The hook's calls are synchronous, so a trigger runs them in a worker thread; on
+        Airflow 3.1 a connection cannot be read from such a thread in the triggerer (its
+        channel to the supervisor belongs to the event loop), so it is read here, on the loop.
+        """
+        if "settings" not in self.__dict__:
+            conn = await self.aget_connection(self.cloudflare_images_conn_id)
+            self.__dict__["settings"] = self._checked_settings(conn)
+        return self.settings
+
+    def _checked_settings(self, conn: Any) -> ConnectionSettings:
         settings = settings_from_connection(
             conn_id=self.cloudflare_images_conn_id,
             host=conn.host,

@@ -23,7 +23,8 @@ class CloudflareImagesTrigger(BaseTrigger):
     """Check the sensor's conditions every ``poke_interval`` seconds until they hold.
 
     Each check runs the hook's synchronous code (auth, retries, pagination) in a worker
-    thread through ``asyncio.to_thread``, so the triggerer's event loop is never blocked.
+    thread through ``asyncio.to_thread``, so the triggerer's event loop is never blocked;
+    the connection is read before, on the loop (``aget_connection``).
     Fires one event: ``{"status": "success", "images": [...], "message": ...}`` when the
     conditions hold, or ``{"status": "error", "message": ...}`` on an error that waiting
     cannot fix (bad credentials, a wrong account id, bad arguments). Rate limiting and 5xx
@@ -107,6 +108,7 @@ class CloudflareImagesTrigger(BaseTrigger):
         try:
             while True:
                 try:
+                    await hook.aload_settings()  # on the loop: see its docstring
                     check = await asyncio.to_thread(checker.check)
                 except Exception as err:
                     yield TriggerEvent(self._error_payload(err))

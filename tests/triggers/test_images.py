@@ -5,19 +5,23 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import os
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from airflow.sdk import Connection
 from airflow.sdk.module_loading import import_string
 from airflow.triggers.base import TriggerEvent
 
 from airflow_provider_cfimages.emulator import EmulatorServer
 from airflow_provider_cfimages.exceptions import CloudflareImagesConfigError
+from airflow_provider_cfimages.hooks.images import CloudflareImagesHook
 from airflow_provider_cfimages.triggers.images import CloudflareImagesTrigger
-from tests.sensors.conftest import connect
+from tests.compat import AirflowNotFoundException
+from tests.sensors.conftest import CONN_ENV, connect
 
 Later = Callable[..., threading.Timer]
 CLASSPATH = "airflow_provider_cfimages.triggers.images.CloudflareImagesTrigger"
@@ -116,6 +120,32 @@ def test_waits_for_ids_and_fires_with_them(emulator: EmulatorServer, later: Late
 
     assert event.payload["status"] == "success"
     assert [image["id"] for image in event.payload["images"]] == ["id-a", "id-b"]
+
+
+def test_reads_the_connection_on_the_event_loop_as_airflow_3_1_requires(
+    emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # In Airflow 3.1's triggerer the channel to the supervisor belongs to the event loop:
+    # get_connection() from a worker thread (or the loop itself) finds no connection there
+    # when it is stored in the metadata DB; only aget_connection(), awaited on the loop, works.
+    stored = Connection.from_json(os.environ.pop(CONN_ENV), conn_id="cloudflare_images_default")
+    loop_threads: list[int] = []
+
+    def get_connection(cls: type, conn_id: str) -> Connection:
+        raise AirflowNotFoundException(f"The conn_id `{conn_id}` isn't defined")
+
+    async def aget_connection(cls: type, conn_id: str) -> Connection:
+        loop_threads.append(threading.get_ident())
+        return stored
+
+    monkeypatch.setattr(CloudflareImagesHook, "get_connection", classmethod(get_connection))
+    monkeypatch.setattr(CloudflareImagesHook, "aget_connection", classmethod(aget_connection))
+    emulator.backend.upload("a.jpg", id="id-a")
+
+    event = first_event(CloudflareImagesTrigger(image_ids=["id-a"], poke_interval=0.1))
+
+    assert event.payload["status"] == "success", event.payload
+    assert loop_threads == [threading.get_ident()]  # asyncio.run runs the loop right here
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,10 @@ from hypothesis import strategies as st
 from airflow_provider_cfimages.inventory.csv_text import csv_cell, csv_header, csv_rows
 
 # Text that the default dialect has to quote turns up often, not once in a blue moon.
-awkward_text = st.text(alphabet=st.sampled_from("ab ,\"\r\n'é€\t"), max_size=6) | st.text()
+# (No NUL: csv.writer refuses it before Python 3.11, so there is nothing to compare with.)
+awkward_text = st.text(alphabet=st.sampled_from("ab ,\"\r\n'é€\t"), max_size=6) | st.text(
+    alphabet=st.characters(codec="utf-8", exclude_characters="\x00")
+)
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | awkward_text,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(awkward_text, inner, max_size=3),

@@ -17,6 +17,7 @@ from airflow_provider_cfimages.exceptions import (
     CloudflareImagesConfigError,
     CloudflareImagesError,
 )
+from airflow_provider_cfimages.rfc3339 import parse_rfc3339
 from airflow_provider_cfimages.sensors.images import CloudflareImagesSensor
 from airflow_provider_cfimages.triggers.images import CloudflareImagesTrigger
 from tests.compat import (
@@ -149,7 +150,7 @@ def test_waits_for_min_count_uploads_after_the_cutoff(
     result = make_sensor(uploaded_after=cutoff.isoformat(), min_count=2).execute(context={})
 
     assert [image["filename"] for image in result] == ["second.jpg", "first.jpg"]
-    assert all(dt.datetime.fromisoformat(image["uploaded"]) >= cutoff for image in result)
+    assert all(parse_rfc3339(image["uploaded"]) >= cutoff for image in result)
 
 
 def test_filename_pattern_counts_only_images_after_the_cutoff(

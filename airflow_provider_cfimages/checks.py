@@ -1,4 +1,4 @@
-"""Checks of numeric arguments, shared by the hook and the operators.
+"""Checks of arguments, shared by the hook, the operators and the sensor.
 
 Each raises :class:`CloudflareImagesConfigError` (a ``ValueError``) naming the argument and
 what it expects, so a bad value fails before any request is sent.
@@ -6,6 +6,8 @@ what it expects, so a bad value fails before any request is sent.
 
 from __future__ import annotations
 
+import ast
+import json
 import math
 from typing import Any
 
@@ -43,3 +45,21 @@ def check_positive(name: str, value: Any, *, expected: str = "a positive number"
     ):
         raise CloudflareImagesConfigError(f"{name} must be {expected}; got {value!r}.")
     return float(value)
+
+
+def list_from_text(name: str, text: str) -> Any:
+    """Read back a list that a template rendered as text: JSON, or Python's ``repr``.
+
+    ``"{{ params.fields }}"`` renders a list param as ``"['id', 'filename']"``.
+
+    :param name: the argument, for the message.
+    :param text: the rendered text, starting with ``[``.
+    """
+    for parse in (json.loads, ast.literal_eval):
+        try:
+            return parse(text)
+        except (ValueError, SyntaxError):
+            continue
+    raise CloudflareImagesConfigError(
+        f"{name} looks like a list but could not be read: {text[:200]!r}."
+    )

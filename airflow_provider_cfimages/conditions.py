@@ -12,15 +12,14 @@ one ends the check; the listing conditions page newest first, stop at ``uploaded
 
 from __future__ import annotations
 
-import ast
 import datetime as dt
 import fnmatch
-import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from airflow_provider_cfimages.checks import list_from_text
 from airflow_provider_cfimages.exceptions import (
     CloudflareImagesAPIError,
     CloudflareImagesConfigError,
@@ -360,7 +359,7 @@ def parse_image_ids(value: Any) -> tuple[str, ...]:
         text = value.strip()
         if text in _ABSENT_STRINGS:
             return ()
-        value = _list_from_text(text) if text.startswith("[") else text.split(",")
+        value = list_from_text("image_ids", text) if text.startswith("[") else text.split(",")
     if not isinstance(value, (list, tuple)):
         raise CloudflareImagesConfigError(
             f"image_ids must be a list of image ids or a comma-separated string; got "
@@ -386,17 +385,6 @@ def whole_number(value: Any, name: str, *, minimum: int = 1) -> int:
             f"{name} must be a whole number >= {minimum}; got {value!r}."
         )
     return value
-
-
-def _list_from_text(text: str) -> Any:
-    for parse in (json.loads, ast.literal_eval):
-        try:
-            return parse(text)
-        except (ValueError, SyntaxError):
-            continue
-    raise CloudflareImagesConfigError(
-        f"image_ids looks like a list but could not be read: {text[:200]!r}."
-    )
 
 
 def _one_id(item: Any) -> str:

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import msgspec
 from isal import igzip
 
+from airflow_provider_cfimages.checks import list_from_text
 from airflow_provider_cfimages.exceptions import CloudflareImagesConfigError
 from airflow_provider_cfimages.inventory.csv_text import csv_header, csv_rows
 from airflow_provider_cfimages.inventory.location import (
@@ -100,7 +101,11 @@ def check_fields(fields: Any) -> tuple[str, ...] | None:
     if fields is None:
         return None
     if isinstance(fields, str):
-        fields = [part.strip() for part in fields.split(",")]
+        text = fields.strip()
+        if text.startswith("["):  # a list param rendered by a template
+            fields = list_from_text("fields", text)
+        else:
+            fields = [part.strip() for part in text.split(",")]
     if not isinstance(fields, (list, tuple)) or not fields:
         raise CloudflareImagesConfigError(
             "fields must be a non-empty list of image keys such as ['id', 'filename', "

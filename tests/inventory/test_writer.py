@@ -152,6 +152,9 @@ def test_local_and_s3_schemes_have_filesystems() -> None:
         (["id", "uploaded"], ("id", "uploaded")),
         (("id",), ("id",)),
         ("id, filename ,uploaded", ("id", "filename", "uploaded")),
+        # A list param rendered by "{{ params.fields }}", and JSON text.
+        ("['id', 'filename']", ("id", "filename")),
+        (' ["id", "meta"] ', ("id", "meta")),
     ],
 )
 def test_fields_accepts_lists_and_comma_separated_text(fields: Any, expected: Any) -> None:
@@ -167,6 +170,9 @@ def test_fields_accepts_lists_and_comma_separated_text(fields: Any, expected: An
         (["id", ""], "fields must hold only non-empty key names"),
         (["id", 3], "fields must hold only non-empty key names"),
         (["id", "id"], r"fields must name each key once; \['id'\]"),
+        ("[id, filename]", "fields looks like a list but could not be read"),
+        ("[]", "fields must be a non-empty list"),
+        ("[1, 2]", "fields must hold only non-empty key names"),
     ],
 )
 def test_fields_rejects_empty_or_repeated_keys(fields: Any, message: str) -> None:

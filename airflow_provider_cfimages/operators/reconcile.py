@@ -422,14 +422,12 @@ def _check_actual_from(actual_from: Any) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class DeleteTarget:
-    """An image to delete, with its upload time when the report gave it.
+    """An image to delete.
 
     :param id: the image id.
-    :param uploaded: the image's ``uploaded``, as the API gave it, or ``None``.
     """
 
     id: str
-    uploaded: str | None = None
 
 
 @dataclasses.dataclass
@@ -495,8 +493,9 @@ class CloudflareImagesDeleteOperator(BaseOperator):
 
     With ``older_than``, an image is deleted only if it was uploaded strictly before that
     instant; newer ones are counted as ``protected`` (in-flight uploads the system of record
-    has not caught up with). The upload time comes from the report row when it has one,
-    else from one "image details" request per image.
+    has not caught up with). The upload time is read live, with one "image details"
+    request per image, never taken from a report row: an image deleted and uploaded again
+    under the same custom id since the report was written is new, and is kept.
 
     :param image_ids: the images to delete: a list of ids (or of report rows), an
         ``XComArg``, the path of a reconcile report (``.jsonl``, ``.csv``, ``.json``,
@@ -636,16 +635,14 @@ class CloudflareImagesDeleteOperator(BaseOperator):
 
     def _protected(self, target: DeleteTarget, cutoff: dt.datetime, outcome: DeleteOutcome) -> bool:
         """Whether the image must be kept (uploaded at/after the cutoff, or gone already)."""
-        uploaded_text = target.uploaded
-        if uploaded_text is None:
-            try:
-                uploaded_text = self.hook.get_image(target.id).get("uploaded")
-            except CloudflareImagesAPIError as err:
-                if not image_not_found(err):
-                    raise
-                self.log.info("Image %s was already absent", target.id)
-                outcome.note("already_absent", target.id)
-                return True
+        try:
+            uploaded_text = self.hook.get_image(target.id).get("uploaded")
+        except CloudflareImagesAPIError as err:
+            if not image_not_found(err):
+                raise
+            self.log.info("Image %s was already absent", target.id)
+            outcome.note("already_absent", target.id)
+            return True
         uploaded = parse_uploaded(uploaded_text)
         if uploaded is not None and uploaded < cutoff:
             return False
@@ -733,8 +730,7 @@ def _targets_from_rows(rows: Iterable[Any]) -> Iterator[DeleteTarget]:
                 raise CloudflareImagesConfigError(
                     f"image_ids: a record has no 'id' field: {short_repr(row)}."
                 )
-            uploaded = row.get("uploaded")
-            yield DeleteTarget(row["id"], uploaded if isinstance(uploaded, str) else None)
+            yield DeleteTarget(row["id"])
         else:
             yield DeleteTarget(row)
 

@@ -134,9 +134,7 @@ def unexpected_rows(emu: EmulatorServer, ids: list[str]) -> list[dict[str, Any]]
     ]
 
 
-def test_older_than_protects_images_uploaded_at_or_after_the_cutoff_using_report_times(
-    live: EmulatorServer,
-) -> None:
+def test_older_than_protects_images_uploaded_at_or_after_the_cutoff(live: EmulatorServer) -> None:
     ids = plain_ids(live, 20)
     rows = unexpected_rows(live, ids)
     cutoff = rows[10]["uploaded"]  # images are oldest first: the last 10 are not older
@@ -148,7 +146,23 @@ def test_older_than_protects_images_uploaded_at_or_after_the_cutoff_using_report
     assert set(result["protected_ids"]) == newer
     assert result["deleted"] == 20 - len(newer)
     assert all(image_id in live.backend for image_id in newer)
-    assert requests_of(live, "GET") == []  # the report's upload times were used
+
+
+def test_older_than_reads_upload_times_live_not_from_the_report(live: EmulatorServer) -> None:
+    # "product/42" was reported as an old orphan, then deleted and uploaded again under
+    # the same custom id: the report's time is stale, and the new image must be kept.
+    old = unexpected_rows(live, plain_ids(live, 1))[0]
+    live.backend.upload("again.jpg", id="product/42")
+    rows = [old, {**old, "key": "product/42", "id": "product/42"}]
+
+    result = delete(
+        image_ids=rows, max_deletes=2, older_than=live.backend.get_image("product/42")["uploaded"]
+    )
+
+    assert result["deleted_ids"] == [old["id"]]
+    assert result["protected_ids"] == ["product/42"]
+    assert "product/42" in live.backend
+    assert len(requests_of(live, "GET")) == 2
 
 
 def test_older_than_fetches_upload_times_for_bare_ids(live: EmulatorServer) -> None:

@@ -697,7 +697,18 @@ class CloudflareImagesDeleteOperator(BaseOperator):
                 "image_ids is a reconcile summary without a report_path, so the full list of "
                 "unexpected images is unknown: set report_path on the reconcile task."
             )
-        yield from self._targets_from(report_path)
+        # All ids are collected before the first request, so a mismatch deletes nothing.
+        found = 0
+        for target in self._targets_from(report_path):
+            found += 1
+            yield target
+        if found != summary["unexpected_count"]:
+            raise CloudflareImagesConfigError(
+                f"image_ids: the reconcile report {report_path!r} holds {found} unexpected "
+                f"image(s), but the summary given says {summary['unexpected_count']}: the file "
+                "changed since that reconcile (did another run write the same report_path?). "
+                "Nothing was deleted; give each run its own report_path, e.g. with {{ run_id }}."
+            )
 
     # -- arguments -----------------------------------------------------------------------
 

@@ -287,6 +287,28 @@ def test_ids_from_a_reconcile_summary_and_its_report(live: EmulatorServer, tmp_p
     assert all("gone-1" not in record.path for record in served(live))
 
 
+def test_a_report_overwritten_since_its_summary_deletes_nothing(
+    live: EmulatorServer, tmp_path: Path
+) -> None:
+    ids = live.backend.ids_sorted()
+    report_path = str(tmp_path / "r.jsonl")
+
+    def reconcile(orphans: list[str]) -> dict[str, Any]:
+        expected = [image_id for image_id in ids if image_id not in orphans]
+        return CloudflareImagesReconcileOperator(
+            task_id="reconcile", expected=expected, report_path=report_path
+        ).execute(context={})
+
+    first = reconcile(plain_ids(live, 2))
+    reconcile(plain_ids(live, 10, skip=100))  # a later run writes the same report_path
+
+    with pytest.raises(CloudflareImagesConfigError, match=r"holds 10 unexpected.*says 2"):
+        delete(image_ids=first, max_deletes=100)
+
+    assert requests_of(live, "DELETE") == []
+    assert len(live.backend) == len(ids)
+
+
 def test_ids_from_a_report_file_take_only_unexpected_rows(
     live: EmulatorServer, tmp_path: Path
 ) -> None:

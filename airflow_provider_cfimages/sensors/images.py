@@ -12,8 +12,10 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 try:
     from airflow.sdk import conf
+    from airflow.sdk.exceptions import AirflowSkipException
 except ImportError:  # Airflow < 3.2
     from airflow.configuration import conf  # type: ignore[no-redef]
+    from airflow.exceptions import AirflowSkipException  # type: ignore[no-redef]
 
 from airflow_provider_cfimages.conditions import (
     DEFAULT_MAX_IMAGES,
@@ -47,7 +49,8 @@ class CloudflareImagesSensor(BaseSensorOperator):
     Returns (to XCom) the matching images as ``{"id", "filename", "uploaded"}`` dicts, ids
     from ``image_ids`` first, then the newest listed matches, at most ``max_images_in_xcom``.
 
-    Authentication errors, a wrong account id and bad arguments fail the task at once. Rate
+    Authentication errors, a wrong account id and bad arguments fail the task at once,
+    deferred or not and even with ``soft_fail``, which skips only on a timeout. Rate
     limiting (429) and server errors (5xx) are retried by the hook; if they persist, the poke
     counts as "not yet" and the sensor keeps waiting until ``timeout``.
 
@@ -165,6 +168,32 @@ class CloudflareImagesSensor(BaseSensorOperator):
             return list(event.get("images") or [])
         message = event.get("message") if event else "the trigger ended without an event"
         raise CloudflareImagesError(f"Waiting for Cloudflare Images failed: {message}")
+
+    def resume_execution(
+        self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context
+    ) -> Any:
+        """Resume after deferral; an error event fails the task even with ``soft_fail``.
+
+        ``BaseSensorOperator`` turns any error on resume into a skip under ``soft_fail``, so
+        a deferred sensor would skip on a wrong token where a poking one fails. Here only a
+        timeout (or a trigger that failed) is left to ``soft_fail``, as when poking;
+        ``never_fail`` still skips on anything.
+
+        :param next_method: the method to resume in.
+        :param next_kwargs: its keyword arguments (the trigger's event).
+        :param context: the task context.
+        """
+        if next_method != "execute_complete":
+            return super().resume_execution(next_method, next_kwargs, context)
+        try:
+            # BaseOperator's resume: it calls execute_complete, with no soft_fail handling.
+            return super(BaseSensorOperator, self).resume_execution(
+                next_method, next_kwargs, context
+            )
+        except CloudflareImagesError as err:
+            if self.never_fail:
+                raise AirflowSkipException("Skipping due to never_fail is set to True.") from err
+            raise
 
     def on_kill(self) -> None:
         """Stop a poke in progress at its next request."""

@@ -385,11 +385,19 @@ def test_execute_complete_fails_with_the_trigger_message() -> None:
         make_sensor(image_ids=["a"]).execute_complete({}, event)
 
 
-def test_soft_fail_skips_on_a_trigger_error_or_timeout_when_deferred() -> None:
+def test_soft_fail_skips_on_a_timeout_when_deferred_but_errors_fail_as_when_poking() -> None:
     sensor = make_sensor(image_ids=["a"], deferrable=True, soft_fail=True)
-    error = {"event": {"status": "error", "message": "boom"}}
-    with pytest.raises(AirflowSkipException):
+    # The trigger's error event: a wrong token fails the task, soft_fail or not (as a poke
+    # does), instead of skipping every run without a word.
+    error = {"event": {"status": "error", "message": "CloudflareImagesAPIError: HTTP 401"}}
+    with pytest.raises(CloudflareImagesError, match="HTTP 401"):
         sensor.resume_execution("execute_complete", error, context={})
+    lenient = make_sensor(image_ids=["a"], deferrable=True, never_fail=True)
+    with pytest.raises(AirflowSkipException):
+        lenient.resume_execution("execute_complete", error, context={})
+    images = [{"id": "a", "filename": "a.jpg", "uploaded": "2024-01-01T00:00:00Z"}]
+    success = {"event": {"status": "success", "images": images, "message": "ok"}}
+    assert sensor.resume_execution("execute_complete", success, context={}) == images
     # What the task runner passes when the defer timeout expired (TriggerFailureReason).
     timeout = {"error": "Trigger timeout"}
     with pytest.raises(AirflowSkipException):

@@ -64,13 +64,16 @@ with DAG(
 ) as dag:
 
     @task
-    def live_inventory(*, params: Any = None, triggering_asset_events: Any = None) -> str | None:
-        """The export to compare: from the asset event, else the param; None lists afresh."""
+    def live_inventory(*, params: Any = None, triggering_asset_events: Any = None) -> Any:
+        """The export to compare: the asset event's manifest, else the param's path; None
+        lists afresh."""
         # The DAG is scheduled on INVENTORY alone, so every triggering event is one of its.
         events = [e for group in (triggering_asset_events or {}).values() for e in group]
         for event in reversed(events):
             if event.extra.get("path"):
-                return event.extra["path"]
+                # The whole manifest, not just its path: the reconcile then checks the file's
+                # count and sha256 before trusting it.
+                return dict(event.extra)
         return params.get("export_path")
 
     reconcile = CloudflareImagesReconcileOperator(

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pendulum
@@ -165,6 +166,23 @@ def test_reconcile_drift_fails_and_deletes_orphans_when_asked(
     assert deleted["deleted"] == 25
     assert emu.backend.count == IMAGES - 25
     assert not set(orphans) & set(emu.backend.ids_sorted())
+
+
+def test_reconcile_takes_the_whole_manifest_from_the_asset_event() -> None:
+    # The manifest, not only its path: the reconcile checks the file's count and sha256.
+    from tests.compat import DagBag
+
+    dag = DagBag(dag_folder=str(example("cfimages_reconcile"))).get_dag("cfimages_reconcile")
+    live_inventory = dag.get_task("live_inventory").python_callable
+    manifest = {"path": "file:///x/new.jsonl.gz", "count": 3, "sha256": "ab" * 32}
+    events = {
+        "inventory": [SimpleNamespace(extra={"path": "old"}), SimpleNamespace(extra=manifest)]
+    }
+
+    assert live_inventory(params={}, triggering_asset_events=events) == manifest
+    assert live_inventory(params={"export_path": "/p.jsonl"}, triggering_asset_events={}) == (
+        "/p.jsonl"
+    )
 
 
 def test_wait_for_uploads_passes_new_images_downstream(

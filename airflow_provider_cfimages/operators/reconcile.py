@@ -575,6 +575,12 @@ class CloudflareImagesDeleteOperator(BaseOperator):
             max_deletes,
             f", only those uploaded before {cutoff.isoformat()}" if cutoff else "",
         )
+        if cutoff is None and not dry_run:
+            self.log.warning(
+                "older_than is not set: an image uploaded after the expected side was read "
+                "(an upload your system of record has not caught up with) looks unexpected "
+                "and will be deleted."
+            )
         try:
             for target in targets:
                 self._handle(target, cutoff, dry_run, outcome)

@@ -61,6 +61,19 @@ def test_each_deletion_is_logged_by_id_without_the_token(
     assert all(f"Deleted image {image_id}" in logs for image_id in ids)
     assert live.api_token not in logs
     assert TEST_TOKEN not in logs
+    assert "older_than is not set" in logs
+
+
+@pytest.mark.parametrize(
+    "guard", [{"older_than": "2099-01-01T00:00:00Z"}, {"dry_run": True}], ids=["older_than", "dry"]
+)
+def test_no_warning_about_recent_uploads_when_guarded(
+    live: EmulatorServer, capsys: pytest.CaptureFixture[str], guard: dict[str, Any]
+) -> None:
+    delete(image_ids=plain_ids(live, 2), max_deletes=2, **guard)
+
+    output = capsys.readouterr()
+    assert "older_than is not set" not in output.out + output.err
 
 
 def test_above_the_cap_nothing_is_deleted(live: EmulatorServer) -> None:

@@ -80,7 +80,7 @@ def settings_from_connection(
             f"Connection {conn_id!r} has no {what}: put it in the connection's password field."
         )
     _check_header_text(conn_id, "password", secret)
-    if email is not None:
+    if auth_type == "api_key" and email is not None:  # only then is it sent
         _check_header_text(conn_id, "login", email)
     if auth_type == "api_key" and not email:
         raise CloudflareImagesConfigError(

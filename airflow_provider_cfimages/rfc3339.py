@@ -14,8 +14,10 @@ from functools import lru_cache
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _EPOCH_DATE = date(1970, 1, 1)
+# ASCII digits only, and nothing after the offset (not even a line break).
 _RFC3339 = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|z|[+-]\d{2}:\d{2})$"
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,9}))?"
+    r"(Z|z|[+-][0-9]{2}:[0-9]{2})"
 )
 
 
@@ -33,7 +35,7 @@ def epoch_micros(value: str) -> int:
     :param value: e.g. ``2024-03-05T10:22:31.123Z`` or ``2024-03-05T11:22:31+01:00``.
     :raises ValueError: when ``value`` is not an RFC 3339 date-time.
     """
-    match = _RFC3339.match(value)
+    match = _RFC3339.fullmatch(value)
     if match is None:
         raise ValueError(f"not an RFC 3339 date-time: {value!r}")
     year, month, day, hour, minute, second, fraction, offset = match.groups()
@@ -46,8 +48,11 @@ def epoch_micros(value: str) -> int:
         raise ValueError(f"not an RFC 3339 date-time: {value!r}") from None
     total = days * 86_400 + hours * 3600 + minutes * 60 + seconds
     if offset not in ("Z", "z"):
+        offset_hours, offset_minutes = int(offset[1:3]), int(offset[4:6])
+        if offset_hours > 23 or offset_minutes > 59:
+            raise ValueError(f"not an RFC 3339 date-time: {value!r}")
         sign = 1 if offset[0] == "+" else -1
-        total -= sign * (int(offset[1:3]) * 3600 + int(offset[4:6]) * 60)
+        total -= sign * (offset_hours * 3600 + offset_minutes * 60)
     micros = int((fraction or "0").ljust(6, "0")[:6])
     return total * 1_000_000 + micros
 

@@ -371,6 +371,13 @@ class ApiTransport:
             raise _Retryable(
                 CloudflareImagesAPIError(f"{what}: {type(err).__name__} talking to {url}")
             ) from None
+        except ValueError as err:
+            # requests reads a redirect's Location even when not following it, and raises
+            # on a malformed one ("Invalid IPv6 URL").
+            raise CloudflareImagesAPIError(
+                f"{what}: the answer from {_origin(url)} could not be read "
+                f"({self._redact(str(err))}); check the connection's host (API base URL)."
+            ) from None
         status = response.status_code
         cf_ray = response.headers.get("cf-ray")
         if cf_ray is not None:
@@ -496,8 +503,14 @@ def _certificate_rejection(err: BaseException) -> str | None:
 
 def _origin(url: str) -> str:
     """Scheme and host of a URL: never its path or query, which may carry anything."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}" if parts.netloc else ""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "an unreadable location"
+    if not parts.netloc:
+        return ""
+    scheme = f"{parts.scheme}:" if parts.scheme else ""
+    return f"{scheme}//{parts.netloc.rpartition('@')[2]}"
 
 
 def _retry_after(response: requests.Response) -> float | None:

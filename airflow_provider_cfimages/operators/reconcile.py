@@ -758,6 +758,8 @@ def _affects_every_image(err: CloudflareImagesAPIError) -> bool:
         return True
     if err.status in (401, 403):
         return True
+    if err.status is not None and 300 <= err.status < 400:
+        return True  # a redirect: the base URL is wrong (the API never redirects)
     if err.status == 404 and not err.codes:
         return True  # not Cloudflare's "no such image" (5404): a wrong base URL or a proxy
     return bool(_ACCOUNT_WIDE_CODES.intersection(err.codes))

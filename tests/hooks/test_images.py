@@ -689,6 +689,39 @@ def test_redirects_are_refused_not_followed(
     assert len(mocked.calls) == 1  # not retried either
 
 
+@pytest.mark.parametrize(
+    ("location", "shown"),
+    [
+        ("//elsewhere.example/x", "to //elsewhere.example)"),
+        ("/client/v4/other", "to the same host)"),
+        ("https://[::1/x", "could not be read (Invalid IPv6 URL)"),
+        ("https://user:pw@elsewhere.example:8443/x", "to https://elsewhere.example:8443)"),
+    ],
+)
+def test_a_redirect_names_where_it_points_and_nothing_more(
+    mocked: responses.RequestsMock, location: str, shown: str
+) -> None:
+    mocked.get(LIST_URL, status=302, headers={"Location": location})
+
+    with pytest.raises(CloudflareImagesAPIError) as raised:
+        CloudflareImagesHook().list_images()
+
+    assert shown in str(raised.value)
+    assert "pw" not in str(raised.value)
+
+
+def test_a_login_that_is_never_sent_is_not_checked(
+    monkeypatch: pytest.MonkeyPatch, mocked: responses.RequestsMock
+) -> None:
+    # With an API token the login is not used (a note such as "Équipe médias" is harmless).
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_CLOUDFLARE_IMAGES_DEFAULT", connection_json(login="Équipe médias")
+    )
+    add_page(mocked, [image(1)], None)
+
+    assert [i["id"] for i in CloudflareImagesHook().list_images()] == ["img-1"]
+
+
 @pytest.mark.parametrize("field", ["password", "login"])
 @pytest.mark.parametrize("bad", ["SECRETPART1\nSECRETPART2", "SECRET\tPART", "SECRET\u2013PART"])
 def test_credentials_that_cannot_be_a_header_are_refused_unquoted(

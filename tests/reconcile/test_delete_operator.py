@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+import responses
 
 from airflow_provider_cfimages.emulator import EmulatorServer
 from airflow_provider_cfimages.exceptions import CloudflareImagesConfigError, CloudflareImagesError
@@ -251,6 +253,34 @@ def test_an_error_about_every_image_stops_at_once(
 
     assert len(requests_of(live, "DELETE")) == 1
     assert all(image_id in live.backend for image_id in ids)
+
+
+def test_an_id_with_a_dot_segment_fails_alone_and_reaches_no_other_image(
+    live: EmulatorServer,
+) -> None:
+    victim, other = plain_ids(live, 2)
+
+    result = delete(image_ids=[f"tmp/../{victim}", other], max_deletes=2, fail_on_error=False)
+
+    assert result["deleted"] == 1
+    assert result["failures"][0]["id"] == f"tmp/../{victim}"
+    assert "'..' path segment" in result["failures"][0]["error"]
+    assert victim in live.backend
+    assert other not in live.backend
+
+
+def test_a_redirect_stops_at_once_without_following_it() -> None:
+    # The API never redirects: a 3xx means a wrong base URL, for every image alike.
+    with responses.RequestsMock() as mocked:
+        moved = mocked.delete(
+            re.compile(r".*/images/v1/.*"),
+            status=301,
+            headers={"Location": "https://elsewhere.example/images"},
+        )
+        with pytest.raises(CloudflareImagesError, match="redirect"):
+            delete(image_ids=["a", "b", "c"], max_deletes=3)
+
+    assert moved.call_count == 1
 
 
 def test_a_wrong_token_stops_at_once(live: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -68,8 +68,9 @@ class CloudflareImagesReconcileOperator(BaseOperator):
     """Compare the images a system of record expects with those the account holds.
 
     The expected side is a list of keys (or records, or SQL result rows), an upstream task's
-    XCom, or a file; the live side is listed fresh through the hook, or read from an export
-    made by ``CloudflareImagesListOperator`` (pass its manifest), so a DAG lists only once.
+    XCom, or a file; the live side is listed fresh through the hook (newest first, so an
+    upload made while it lists is not taken for an orphan), or read from an export made by
+    ``CloudflareImagesListOperator`` (pass its manifest), so a DAG lists only once.
     Up to millions of keys a side are compared in bounded memory (see
     :mod:`airflow_provider_cfimages.reconcile`).
 
@@ -316,7 +317,10 @@ class CloudflareImagesReconcileOperator(BaseOperator):
         if known(self.report_path):
             _report_target(self.report_path)
         creator = self.creator if known(self.creator) else None
-        return ImageQuery.build(per_page=self.per_page, sort_order="asc", creator=creator)
+        # Newest first: an image uploaded while the listing runs lands behind the cursor and
+        # is not listed, so it cannot look unexpected (and be deleted) before the system of
+        # record catches up; at worst a reference to it looks missing, which deletes nothing.
+        return ImageQuery.build(per_page=self.per_page, sort_order="desc", creator=creator)
 
     def _log_summary(self, result: dict[str, Any], spilled_bytes: int) -> None:
         self.log.info(

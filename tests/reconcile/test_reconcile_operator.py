@@ -21,6 +21,7 @@ from airflow_provider_cfimages.operators.reconcile import (
     CloudflareImagesReconcileOperator,
     ReconcileMismatchError,
 )
+from airflow_provider_cfimages.transport import ApiTransport
 from tests.reconcile.conftest import served
 
 TOTAL = 25_000
@@ -395,3 +396,30 @@ def test_templated_arguments_are_checked_after_rendering(tmp_path: Path) -> None
 
     with pytest.raises(CloudflareImagesConfigError, match="expected must be an absolute"):
         operator.execute(context={"ti": FakeTaskInstance()})
+
+
+def test_an_upload_while_it_lists_is_not_taken_for_an_orphan(
+    live: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Listed newest first, an image uploaded mid-listing lands behind the cursor; oldest
+    # first, it would turn up on the last page, look unexpected, and be deleted downstream.
+    ids = live.backend.ids_sorted()
+    fetch = ApiTransport.get_list_page
+    pages: list[int] = []
+
+    def fetch_then_upload(self: ApiTransport, *args: Any, **kwargs: Any) -> Any:
+        body = fetch(self, *args, **kwargs)
+        if not pages:
+            live.backend.upload("fresh.jpg", id="fresh/upload")
+        pages.append(len(body.images))
+        return body
+
+    monkeypatch.setattr(ApiTransport, "get_list_page", fetch_then_upload)
+
+    summary = CloudflareImagesReconcileOperator(
+        task_id="reconcile", expected=ids, per_page=1000
+    ).execute(context={})
+
+    assert len(pages) == 25  # the upload came before 24 of the 25 pages were read
+    assert summary["unexpected_count"] == 0
+    assert summary["matched"] == len(ids)

@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 OLDEST_AIRFLOW ?= 3.1.8
 OLD_VENV := .venv-airflow-$(OLDEST_AIRFLOW)
 
-.PHONY: install test lint test-oldest test-py310 demo bench clean
+.PHONY: install test lint test-oldest test-python demo bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,18 +39,19 @@ $(OLD_VENV)/.installed: pyproject.toml
 test-oldest: $(OLD_VENV)/.installed
 	$(OLD_VENV)/bin/python -m pytest --ignore=tests/ui $(PYTEST_ARGS)
 
-# The oldest Python pyproject.toml allows; `make test-py310 PY310=/path/to/python3.10`.
-PY310 ?= python3.10
-PY310_VENV := .venv-py310
+# The suite on another Python (CI runs 3.10, 3.12 and 3.13 where the machine has them):
+# `make test-python OTHER_PYTHON=/path/to/python3.12`, in .venv-python3.12.
+OTHER_PYTHON ?= python3.10
+OTHER_VENV = .venv-$(notdir $(OTHER_PYTHON))
 
-$(PY310_VENV)/.installed: pyproject.toml
-	$(PY310) -m venv $(PY310_VENV)
-	$(PY310_VENV)/bin/python -m pip install --quiet --disable-pip-version-check uv
-	$(PY310_VENV)/bin/uv pip install --quiet --python $(PY310_VENV)/bin/python -e ".[test]"
+$(OTHER_VENV)/.installed: pyproject.toml
+	$(OTHER_PYTHON) -m venv $(OTHER_VENV)
+	$(OTHER_VENV)/bin/python -m pip install --quiet --disable-pip-version-check uv
+	$(OTHER_VENV)/bin/uv pip install --quiet --python $(OTHER_VENV)/bin/python -e ".[test]"
 	touch $@
 
-test-py310: $(PY310_VENV)/.installed
-	$(PY310_VENV)/bin/python -m pytest $(PYTEST_ARGS)
+test-python: $(OTHER_VENV)/.installed
+	$(OTHER_VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 demo: install
 	$(BIN)/python scripts/demo.py
@@ -60,4 +61,4 @@ bench: install
 	$(BIN)/python benchmarks/bench_export.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(OLD_VENV) $(PY310_VENV) .demo build dist *.egg-info
+	rm -rf $(VENV) $(OLD_VENV) .venv-python* .demo build dist *.egg-info

@@ -20,6 +20,9 @@ class Node:
 @pytest.fixture(autouse=True)
 def collector_on(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(gc_pause, "_others_froze", False)
+    # Start with nothing frozen: code that ran earlier in this process may have frozen the
+    # heap (seen on Python 3.12), and paused_gc then rightly leaves young objects alone.
+    gc.unfreeze()
     was_enabled = gc.isenabled()
     gc.enable()
     yield

@@ -424,16 +424,6 @@ def _check_actual_from(actual_from: Any) -> None:
         )
 
 
-@dataclasses.dataclass(frozen=True)
-class DeleteTarget:
-    """An image to delete.
-
-    :param id: the image id.
-    """
-
-    id: str
-
-
 @dataclasses.dataclass
 class DeleteOutcome:
     """What happened to each image, with capped id samples for XCom.
@@ -562,20 +552,20 @@ class CloudflareImagesDeleteOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         max_deletes, dry_run, cutoff = self._check_arguments(rendered=True)
-        targets = self._collect_targets()
-        if len(targets) > max_deletes:
+        image_ids = self._collect_ids()
+        if len(image_ids) > max_deletes:
             raise CloudflareImagesError(
-                f"{len(targets)} images to delete is more than max_deletes={max_deletes}; "
+                f"{len(image_ids)} images to delete is more than max_deletes={max_deletes}; "
                 "nothing was deleted. Check the reconcile report (a wrong or empty expected "
                 "set makes every image look unexpected), then raise max_deletes if the "
                 "deletion is intended."
             )
         outcome = DeleteOutcome(dry_run=dry_run, sample_size=self.sample_size)
-        outcome.requested = len(targets)
+        outcome.requested = len(image_ids)
         self.log.info(
             "%s %d image(s) (max_deletes=%d%s)",
             "Dry run: checking" if dry_run else "Deleting",
-            len(targets),
+            len(image_ids),
             max_deletes,
             f", only those uploaded before {cutoff.isoformat()}" if cutoff else "",
         )
@@ -586,8 +576,8 @@ class CloudflareImagesDeleteOperator(BaseOperator):
                 "and will be deleted."
             )
         try:
-            for target in targets:
-                self._handle(target, cutoff, dry_run, outcome)
+            for image_id in image_ids:
+                self._handle(image_id, cutoff, dry_run, outcome)
         finally:
             if "hook" in self.__dict__:
                 self.hook.close()
@@ -603,7 +593,7 @@ class CloudflareImagesDeleteOperator(BaseOperator):
         )
         if result["failed"] and self.fail_on_error:
             raise CloudflareImagesError(
-                f"{result['failed']} of {len(targets)} image(s) could not be deleted (e.g. "
+                f"{result['failed']} of {len(image_ids)} image(s) could not be deleted (e.g. "
                 f"{result['failures'][:3]}); the others were handled. Re-running is safe."
             )
         return result
@@ -617,41 +607,41 @@ class CloudflareImagesDeleteOperator(BaseOperator):
 
     def _handle(
         self,
-        target: DeleteTarget,
+        image_id: str,
         cutoff: dt.datetime | None,
         dry_run: bool,
         outcome: DeleteOutcome,
     ) -> None:
         try:
-            if cutoff is not None and self._protected(target, cutoff, outcome):
+            if cutoff is not None and self._protected(image_id, cutoff, outcome):
                 return
             if dry_run:
-                self.log.info("Would delete image %s (dry run)", target.id)
-                outcome.note("would_delete", target.id)
-            elif self.hook.delete_image(target.id):
-                self.log.info("Deleted image %s", target.id)
-                outcome.note("deleted", target.id)
+                self.log.info("Would delete image %s (dry run)", image_id)
+                outcome.note("would_delete", image_id)
+            elif self.hook.delete_image(image_id):
+                self.log.info("Deleted image %s", image_id)
+                outcome.note("deleted", image_id)
             else:
-                self.log.info("Image %s was already absent", target.id)
-                outcome.note("already_absent", target.id)
+                self.log.info("Image %s was already absent", image_id)
+                outcome.note("already_absent", image_id)
         except CloudflareImagesAPIError as err:
             if _affects_every_image(err):
                 raise
-            self._failed(target, err, outcome)
+            self._failed(image_id, err, outcome)
         except CloudflareImagesConfigError:
             raise  # a bad connection or account id would fail every image the same way
         except ValueError as err:
-            self._failed(target, err, outcome)
+            self._failed(image_id, err, outcome)
 
-    def _protected(self, target: DeleteTarget, cutoff: dt.datetime, outcome: DeleteOutcome) -> bool:
+    def _protected(self, image_id: str, cutoff: dt.datetime, outcome: DeleteOutcome) -> bool:
         """Whether the image must be kept (uploaded at/after the cutoff, or gone already)."""
         try:
-            uploaded_text = self.hook.get_image(target.id).get("uploaded")
+            uploaded_text = self.hook.get_image(image_id).get("uploaded")
         except CloudflareImagesAPIError as err:
             if not image_not_found(err):
                 raise
-            self.log.info("Image %s was already absent", target.id)
-            outcome.note("already_absent", target.id)
+            self.log.info("Image %s was already absent", image_id)
+            outcome.note("already_absent", image_id)
             return True
         uploaded = parse_uploaded(uploaded_text)
         if uploaded is not None and uploaded < cutoff:
@@ -659,41 +649,41 @@ class CloudflareImagesDeleteOperator(BaseOperator):
         # An unreadable upload time is kept too: when in doubt, do not delete.
         self.log.info(
             "Kept image %s: uploaded %s, not before older_than %s",
-            target.id,
+            image_id,
             uploaded_text,
             cutoff.isoformat(),
         )
-        outcome.note("protected", target.id)
+        outcome.note("protected", image_id)
         return True
 
-    def _failed(self, target: DeleteTarget, err: Exception, outcome: DeleteOutcome) -> None:
-        self.log.warning("Could not delete image %s: %s", target.id, err)
-        outcome.note("failed", {"id": target.id, "error": str(err)})
+    def _failed(self, image_id: str, err: Exception, outcome: DeleteOutcome) -> None:
+        self.log.warning("Could not delete image %s: %s", image_id, err)
+        outcome.note("failed", {"id": image_id, "error": str(err)})
 
     # -- collecting ids ------------------------------------------------------------------
 
-    def _collect_targets(self) -> list[DeleteTarget]:
+    def _collect_ids(self) -> list[str]:
         """Every image to delete, once each, in the order given; checked before any request."""
-        unique: dict[str, DeleteTarget] = {}
-        for number, target in enumerate(self._targets_from(self.image_ids), start=1):
-            if not isinstance(target.id, str) or not target.id.strip():
+        unique: dict[str, None] = {}
+        for number, image_id in enumerate(self._ids_from(self.image_ids), start=1):
+            if not isinstance(image_id, str) or not image_id.strip():
                 raise CloudflareImagesConfigError(
-                    f"image_ids entry {number} is not an image id: {target.id!r}."
+                    f"image_ids entry {number} is not an image id: {image_id!r}."
                 )
-            unique.setdefault(target.id, target)
-        return list(unique.values())
+            unique.setdefault(image_id)
+        return list(unique)
 
-    def _targets_from(self, source: Any) -> Iterator[DeleteTarget]:
+    def _ids_from(self, source: Any) -> Iterator[Any]:
         if isinstance(source, Mapping):
-            yield from self._targets_from_summary(source)
+            yield from self._ids_from_summary(source)
         elif looks_like_path(source):
             report = InventorySource.parse(source, parameter="image_ids")
             self.log.info("Reading the images to delete from %s", report.uri)
-            yield from _targets_from_rows(InventoryReader(report).records())
+            yield from _ids_from_rows(InventoryReader(report).records())
         else:
-            yield from _targets_from_rows(source)
+            yield from _ids_from_rows(source)
 
-    def _targets_from_summary(self, summary: Mapping[str, Any]) -> Iterator[DeleteTarget]:
+    def _ids_from_summary(self, summary: Mapping[str, Any]) -> Iterator[Any]:
         if "unexpected_count" not in summary:
             raise CloudflareImagesConfigError(
                 "image_ids as a dict must be the summary CloudflareImagesReconcileOperator "
@@ -709,9 +699,9 @@ class CloudflareImagesDeleteOperator(BaseOperator):
             )
         # All ids are collected before the first request, so a mismatch deletes nothing.
         found = 0
-        for target in self._targets_from(report_path):
+        for image_id in self._ids_from(report_path):
             found += 1
-            yield target
+            yield image_id
         if found != summary["unexpected_count"]:
             raise CloudflareImagesConfigError(
                 f"image_ids: the reconcile report {report_path!r} holds {found} unexpected "
@@ -740,7 +730,7 @@ class CloudflareImagesDeleteOperator(BaseOperator):
         return max_deletes, dry_run, cutoff
 
 
-def _targets_from_rows(rows: Iterable[Any]) -> Iterator[DeleteTarget]:
+def _ids_from_rows(rows: Iterable[Any]) -> Iterator[Any]:
     """Ids from plain ids, or from report rows (only ``unexpected`` ones when they say)."""
     for row in rows:
         if isinstance(row, Mapping):
@@ -751,9 +741,9 @@ def _targets_from_rows(rows: Iterable[Any]) -> Iterator[DeleteTarget]:
                 raise CloudflareImagesConfigError(
                     f"image_ids: a record has no 'id' field: {short_repr(row)}."
                 )
-            yield DeleteTarget(row["id"])
+            yield row["id"]
         else:
-            yield DeleteTarget(row)
+            yield row
 
 
 def _affects_every_image(err: CloudflareImagesAPIError) -> bool:

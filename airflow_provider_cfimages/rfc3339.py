@@ -40,19 +40,18 @@ def epoch_micros(value: str) -> int:
         raise ValueError(f"not an RFC 3339 date-time: {value!r}")
     year, month, day, hour, minute, second, fraction, offset = match.groups()
     hours, minutes, seconds = int(hour), int(minute), int(second)
+    offset_hours, offset_minutes = (
+        (0, 0) if offset in ("Z", "z") else (int(offset[1:3]), int(offset[4:6]))
+    )
     try:
-        if hours > 23 or minutes > 59 or seconds > 60:
+        if hours > 23 or minutes > 59 or seconds > 60 or offset_hours > 23 or offset_minutes > 59:
             raise ValueError("time out of range")
         days = _days(int(year), int(month), int(day))
     except ValueError:
         raise ValueError(f"not an RFC 3339 date-time: {value!r}") from None
+    sign = -1 if offset.startswith("-") else 1
     total = days * 86_400 + hours * 3600 + minutes * 60 + seconds
-    if offset not in ("Z", "z"):
-        offset_hours, offset_minutes = int(offset[1:3]), int(offset[4:6])
-        if offset_hours > 23 or offset_minutes > 59:
-            raise ValueError(f"not an RFC 3339 date-time: {value!r}")
-        sign = 1 if offset[0] == "+" else -1
-        total -= sign * (offset_hours * 3600 + offset_minutes * 60)
+    total -= sign * (offset_hours * 3600 + offset_minutes * 60)
     micros = int((fraction or "0").ljust(6, "0")[:6])
     return total * 1_000_000 + micros
 

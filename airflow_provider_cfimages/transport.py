@@ -503,10 +503,8 @@ def _certificate_rejection(err: BaseException) -> str | None:
 
 def _origin(url: str) -> str:
     """Scheme and host of a URL: never its path or query, which may carry anything."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "an unreadable location"
+    # (A Location that cannot be parsed never gets here: requests raises on it first.)
+    parts = urlsplit(url)
     if not parts.netloc:
         return ""
     scheme = f"{parts.scheme}:" if parts.scheme else ""

@@ -36,7 +36,6 @@ import os
 import resource
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -189,8 +188,7 @@ class ExportCsv(Export):
 
     def stored(self) -> int | None:
         # Records, not lines: a quoted filename may hold a line break.
-        opener: Callable[..., Any] = gzip.open if self.compressed else open
-        with opener(self.path, "rt", encoding="utf-8", newline="") as stream:
+        with open_export(self.path, "rt", compressed=self.compressed, newline="") as stream:
             return sum(1 for _ in csv.reader(stream)) - 1  # the header
 
 
@@ -329,11 +327,17 @@ def use_http_connection(target: Target) -> None:
 # -- measuring -------------------------------------------------------------------------------
 
 
+def open_export(path: Path, mode: str, *, compressed: bool, **kwargs: Any) -> Any:
+    """Open an export, through gzip when it is compressed (text modes read UTF-8)."""
+    if "t" in mode:
+        kwargs.setdefault("encoding", "utf-8")
+    return (gzip.open if compressed else open)(path, mode, **kwargs)
+
+
 def count_lines(path: Path, *, compressed: bool) -> int:
     """Newlines in a (possibly gzipped) file: one per image in JSON Lines."""
-    opener: Callable[..., Any] = gzip.open if compressed else open
     count = 0
-    with opener(path, "rb") as stream:
+    with open_export(path, "rb", compressed=compressed) as stream:
         while chunk := stream.read(1 << 20):
             count += chunk.count(b"\n")
     return count

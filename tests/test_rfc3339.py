@@ -8,9 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from airflow_provider_cfimages.emulator.timestamps import parse_uploaded as emulator_micros
 from airflow_provider_cfimages.query import parse_uploaded
-from airflow_provider_cfimages.rfc3339 import EPOCH, parse_rfc3339
+from airflow_provider_cfimages.rfc3339 import EPOCH, epoch_micros, parse_rfc3339
 
 UTC = dt.timezone.utc
 offsets = st.integers(min_value=-23 * 60 - 59, max_value=23 * 60 + 59).map(
@@ -50,7 +49,7 @@ def test_the_parser_agrees_with_fromisoformat(instant: dt.datetime, zulu: bool) 
 def test_every_rfc3339_form_reads_as_in_the_emulator(text: str, expected: dt.datetime) -> None:
     assert parse_uploaded(text) == expected
     assert parse_rfc3339(text) == expected
-    assert EPOCH + dt.timedelta(microseconds=emulator_micros(text)) == expected
+    assert EPOCH + dt.timedelta(microseconds=epoch_micros(text)) == expected
 
 
 @pytest.mark.parametrize(

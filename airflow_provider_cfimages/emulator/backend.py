@@ -58,7 +58,8 @@ from airflow_provider_cfimages.emulator.seed import (
     read_seed_file,
     variant_urls,
 )
-from airflow_provider_cfimages.emulator.timestamps import format_uploaded, now_ms, parse_uploaded
+from airflow_provider_cfimages.emulator.timestamps import format_uploaded, now_ms
+from airflow_provider_cfimages.rfc3339 import epoch_micros
 
 SortOrder = Literal["asc", "desc"]
 
@@ -84,7 +85,7 @@ _decode_image = msgspec.json.Decoder(dict[str, Any]).decode
 
 def sort_key(uploaded: str, image_id: str) -> str:
     """The string whose order is the ``(uploaded, id)`` order of images."""
-    return f"{parse_uploaded(uploaded) + _KEY_OFFSET_US:0{_KEY_WIDTH}d}|{image_id}"
+    return f"{epoch_micros(uploaded) + _KEY_OFFSET_US:0{_KEY_WIDTH}d}|{image_id}"
 
 
 def _id_of(key: str) -> str:
@@ -211,7 +212,7 @@ def _uploaded_string(value: str | int | datetime | None) -> str:
         return format_uploaded(int(value.timestamp() * 1000))
     if isinstance(value, int):
         return format_uploaded(value)
-    parse_uploaded(value)  # raises ValueError when it is not RFC 3339
+    epoch_micros(value)  # raises ValueError when it is not RFC 3339
     return value
 
 
@@ -647,7 +648,7 @@ class ImagesBackend:
             _check_custom_id(id)
         if expiry is not None:
             try:
-                parse_uploaded(expiry)
+                epoch_micros(expiry)
             except ValueError:
                 raise BadRequest(f"expiry must be an RFC 3339 date-time, got {expiry!r}") from None
         meta = _parse_metadata(metadata)

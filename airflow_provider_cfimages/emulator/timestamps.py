@@ -11,9 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 
-from airflow_provider_cfimages.rfc3339 import epoch_micros
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+from airflow_provider_cfimages.rfc3339 import EPOCH as _EPOCH
 
 
 @lru_cache(maxsize=65_536)
@@ -29,15 +27,6 @@ def format_uploaded(epoch_ms: int) -> str:
     hours, seconds = divmod(seconds, 3600)
     minutes, seconds = divmod(seconds, 60)
     return f"{_day_text(days)}T{hours:02d}:{minutes:02d}:{seconds:02d}.{millis:03d}Z"
-
-
-def parse_uploaded(value: str) -> int:
-    """Parse an RFC 3339 date-time into epoch microseconds (see :func:`~.rfc3339.epoch_micros`).
-
-    :param value: e.g. ``2024-03-05T10:22:31.123Z`` or ``2024-03-05T11:22:31+01:00``.
-    :raises ValueError: when ``value`` is not an RFC 3339 date-time.
-    """
-    return epoch_micros(value)
 
 
 def now_ms() -> int:

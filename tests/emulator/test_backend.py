@@ -20,7 +20,7 @@ from airflow_provider_cfimages.emulator.errors import (
     ServiceLimitReached,
 )
 from airflow_provider_cfimages.emulator.seed import SeedFileError
-from airflow_provider_cfimages.emulator.timestamps import parse_uploaded
+from airflow_provider_cfimages.rfc3339 import epoch_micros
 
 ACCOUNT = "0123456789abcdef0123456789abcdef"
 
@@ -49,7 +49,7 @@ def list_all(
 
 
 def order_key(image: dict[str, Any]) -> tuple[int, str]:
-    return parse_uploaded(image["uploaded"]), image["id"]
+    return epoch_micros(image["uploaded"]), image["id"]
 
 
 # --- full listings -------------------------------------------------------------------------

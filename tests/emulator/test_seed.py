@@ -15,7 +15,8 @@ from airflow_provider_cfimages.emulator.seed import (
     account_hash_for,
     generate_images,
 )
-from airflow_provider_cfimages.emulator.timestamps import format_uploaded, parse_uploaded
+from airflow_provider_cfimages.emulator.timestamps import format_uploaded
+from airflow_provider_cfimages.rfc3339 import epoch_micros
 
 HASH = account_hash_for("0" * 32)
 UPLOADED = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
@@ -111,13 +112,13 @@ def test_variant_urls_name_the_account_hash_and_the_image(
     ],
 )
 def test_upload_times_parse_as_rfc3339(text: str, micros: int) -> None:
-    assert parse_uploaded(text) == micros
+    assert epoch_micros(text) == micros
 
 
 @pytest.mark.parametrize("text", ["2024-03-05", "2024-02-30T00:00:00Z", "2024-03-05T25:00:00Z"])
 def test_text_that_is_not_an_rfc3339_date_time_is_refused(text: str) -> None:
     with pytest.raises(ValueError, match="not an RFC 3339 date-time"):
-        parse_uploaded(text)
+        epoch_micros(text)
 
 
 def test_upload_times_are_written_with_milliseconds_and_z() -> None:

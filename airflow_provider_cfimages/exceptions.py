@@ -10,10 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-try:
-    from airflow.sdk.exceptions import AirflowException
-except ImportError:  # pragma: no cover - Airflow < 3.2
-    from airflow.exceptions import AirflowException  # type: ignore[no-redef]
+from airflow_provider_cfimages.version_compat import AirflowException
 
 # What to check for the codes Cloudflare documents; the hint is appended to the message.
 _HINTS: dict[int, str] = {
@@ -121,3 +118,15 @@ class CloudflareImagesRateLimitError(CloudflareImagesAPIError):
 
 class CloudflareImagesPaginationError(CloudflareImagesAPIError):
     """The list endpoint broke the pagination contract (a repeated continuation token)."""
+
+
+MAX_QUOTE = 80
+
+
+def short_repr(value: Any) -> str:
+    """``repr(value)`` cut to a readable length, for quoting a bad record in an error."""
+    try:
+        text = repr(value)
+    except RecursionError:
+        return f"a {type(value).__name__} nested too deeply to print"
+    return text if len(text) <= MAX_QUOTE else text[: MAX_QUOTE - 3] + "..."

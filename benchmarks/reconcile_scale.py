@@ -2,7 +2,7 @@
 
 Generates ``--keys`` expected ids and as many live images (UUID-shaped ids, as Cloudflare
 assigns them) that share all but ``--differ`` of them, with ``--duplicates`` keys repeated on
-each side, feeds both to :class:`~airflow_provider_cfimages.reconcile.Reconciler` as
+each side, feeds both to :class:`~airflow_provider_cfimages.reconcile.engine.Reconciler` as
 generators (so the inputs themselves take no memory), and prints the wall time, the CPU
 time and the peak RSS. ``--meta`` also gives every record a meta object and compares them
 (one image in a thousand drifted). ``--naive`` runs the obvious in-memory version instead
@@ -35,7 +35,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from airflow_provider_cfimages.reconcile import (
+from airflow_provider_cfimages.reconcile.engine import (
     ActualRecord,
     ExpectedRecord,
     Reconciler,
@@ -162,7 +162,7 @@ def batched(records: Iterator[ActualRecord], size: int) -> Iterator[list[ActualR
 
 
 def run_operator(manifest: dict[str, Any], directory: Path) -> dict[str, object]:
-    from airflow_provider_cfimages.operators.reconcile import CloudflareImagesReconcileOperator
+    from airflow_provider_cfimages.operators.images import CloudflareImagesReconcileOperator
 
     operator = CloudflareImagesReconcileOperator(
         task_id="reconcile",

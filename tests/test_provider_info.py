@@ -9,8 +9,8 @@ from pathlib import Path
 import jsonschema
 
 import airflow_provider_cfimages
-from airflow_provider_cfimages.connection import _KNOWN_EXTRAS
 from airflow_provider_cfimages.get_provider_info import get_provider_info
+from airflow_provider_cfimages.hooks.connection import _KNOWN_EXTRAS
 from airflow_provider_cfimages.hooks.images import CloudflareImagesHook
 
 

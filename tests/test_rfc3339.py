@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from airflow_provider_cfimages.query import parse_uploaded
-from airflow_provider_cfimages.rfc3339 import EPOCH, epoch_micros, parse_rfc3339
+from airflow_provider_cfimages.hooks.query import parse_uploaded
+from airflow_provider_cfimages.hooks.rfc3339 import EPOCH, epoch_micros, parse_rfc3339
 
 UTC = dt.timezone.utc
 offsets = st.integers(min_value=-23 * 60 - 59, max_value=23 * 60 + 59).map(

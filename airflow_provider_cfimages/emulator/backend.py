@@ -59,7 +59,7 @@ from airflow_provider_cfimages.emulator.seed import (
     variant_urls,
 )
 from airflow_provider_cfimages.emulator.timestamps import format_uploaded, now_ms
-from airflow_provider_cfimages.rfc3339 import epoch_micros
+from airflow_provider_cfimages.hooks.rfc3339 import epoch_micros
 
 SortOrder = Literal["asc", "desc"]
 

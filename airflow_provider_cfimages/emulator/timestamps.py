@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 
-from airflow_provider_cfimages.rfc3339 import EPOCH as _EPOCH
+from airflow_provider_cfimages.hooks.rfc3339 import EPOCH as _EPOCH
 
 
 @lru_cache(maxsize=65_536)

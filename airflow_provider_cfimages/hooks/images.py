@@ -15,13 +15,6 @@ import requests
 from airflow.sdk import BaseHook
 
 from airflow_provider_cfimages import __version__
-from airflow_provider_cfimages.budget import RequestBudget
-from airflow_provider_cfimages.checks import check_positive, check_whole
-from airflow_provider_cfimages.connection import (
-    ConnectionSettings,
-    settings_from_connection,
-    validate_account_id,
-)
 from airflow_provider_cfimages.exceptions import (
     CloudflareImagesAPIError,
     CloudflareImagesConfigError,
@@ -34,13 +27,21 @@ from airflow_provider_cfimages.get_provider_info import (
     HOOK_NAME,
     UI_FIELD_BEHAVIOUR,
 )
-from airflow_provider_cfimages.query import ImageQuery, Verdict, parse_uploaded
-from airflow_provider_cfimages.transport import (
+from airflow_provider_cfimages.hooks.connection import (
+    ConnectionSettings,
+    settings_from_connection,
+    validate_account_id,
+)
+from airflow_provider_cfimages.hooks.pacing import RequestBudget
+from airflow_provider_cfimages.hooks.query import ImageQuery, Verdict, parse_uploaded
+from airflow_provider_cfimages.hooks.transport import (
     ApiTransport,
     ImageKey,
     JsonListPageBody,
     ListPageBody,
 )
+from airflow_provider_cfimages.utils.validation import check_positive, check_whole
+from airflow_provider_cfimages.version_compat import mask_secret
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +170,7 @@ class CloudflareImagesHook(BaseHook):
             password=conn.password,
             extra=conn.extra_dejson,
         )
-        _mask(settings.secret)
+        mask_secret(settings.secret)
         return settings
 
     @property
@@ -533,18 +534,6 @@ def _pick(items: list[_Item], positions: range | list[int]) -> list[_Item]:
     if isinstance(positions, range):
         return items if len(positions) == len(items) else items[: len(positions)]
     return [items[position] for position in positions]
-
-
-def _mask(secret: str) -> None:
-    """Register the credential with Airflow's log masker, where the running Airflow has one."""
-    try:
-        from airflow.sdk.log import mask_secret
-    except ImportError:  # pragma: no cover - older Airflow
-        try:
-            from airflow.utils.log.secrets_masker import mask_secret  # type: ignore[no-redef]
-        except ImportError:
-            return
-    mask_secret(secret)
 
 
 def _check_retries(value: int | None) -> int | None:

@@ -7,8 +7,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from airflow_provider_cfimages.hooks.query import ImageQuery
 from airflow_provider_cfimages.inventory.writer import WrittenInventory
-from airflow_provider_cfimages.query import ImageQuery
 
 
 @dataclass(frozen=True)

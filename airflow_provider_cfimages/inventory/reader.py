@@ -35,10 +35,13 @@ import msgspec
 from airflow.sdk import ObjectStoragePath
 from isal import igzip, isal_zlib
 
-from airflow_provider_cfimages.exceptions import CloudflareImagesConfigError, CloudflareImagesError
+from airflow_provider_cfimages.exceptions import (
+    CloudflareImagesConfigError,
+    CloudflareImagesError,
+    short_repr,
+)
 from airflow_provider_cfimages.inventory.location import storage_path
 from airflow_provider_cfimages.inventory.writer import CSV_COLUMNS, GZIP_SUFFIX
-from airflow_provider_cfimages.messages import short_repr
 
 # What a file that is not the text or gzip it claims to be raises while it is read: a bad
 # gzip header or CRC, a cut-short stream, a corrupt deflate block, bytes that are not UTF-8.

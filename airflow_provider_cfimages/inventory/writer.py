@@ -23,8 +23,8 @@ from urllib.parse import urlsplit
 import msgspec
 from isal import igzip
 
-from airflow_provider_cfimages.checks import list_from_text
 from airflow_provider_cfimages.exceptions import CloudflareImagesConfigError
+from airflow_provider_cfimages.hooks.query import parse_uploaded
 from airflow_provider_cfimages.inventory.csv_text import csv_header, csv_rows
 from airflow_provider_cfimages.inventory.location import (
     LOCAL_PROTOCOLS,
@@ -32,7 +32,7 @@ from airflow_provider_cfimages.inventory.location import (
     storage_path,
 )
 from airflow_provider_cfimages.inventory.write_behind import WriteBehind
-from airflow_provider_cfimages.query import parse_uploaded
+from airflow_provider_cfimages.utils.validation import list_from_text
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer  # collections.abc.Buffer from Python 3.12

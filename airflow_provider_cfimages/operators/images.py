@@ -1,21 +1,41 @@
-"""Operators that list a Cloudflare Images account's inventory."""
+"""Operators that list, reconcile and clean up a Cloudflare Images account's inventory.
+
+:class:`CloudflareImagesListOperator` lists (or exports) the inventory.
+:class:`CloudflareImagesReconcileOperator` compares the keys a user's database or manifest
+expects with the live inventory (listed fresh, or read from a list operator's export) and
+reports what is missing, unexpected (orphans, still billed), drifted (metadata) or
+duplicated. :class:`CloudflareImagesDeleteOperator` deletes the orphans it reported, behind a
+required cap, a dry run and an upload-time guard.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_cfimages.checks import check_positive, check_whole
-from airflow_provider_cfimages.connection import validate_account_id
-from airflow_provider_cfimages.exceptions import CloudflareImagesConfigError, CloudflareImagesError
-from airflow_provider_cfimages.gc_pause import paused_gc
-from airflow_provider_cfimages.hooks.images import CloudflareImagesHook
+from airflow_provider_cfimages.exceptions import (
+    CloudflareImagesAPIError,
+    CloudflareImagesConfigError,
+    CloudflareImagesError,
+    CloudflareImagesRateLimitError,
+    short_repr,
+)
+from airflow_provider_cfimages.hooks.connection import validate_account_id
+from airflow_provider_cfimages.hooks.images import CloudflareImagesHook, image_not_found
+from airflow_provider_cfimages.hooks.query import (
+    DEFAULT_PER_PAGE,
+    MAX_PER_PAGE,
+    ImageQuery,
+    parse_instant,
+    parse_uploaded,
+)
 from airflow_provider_cfimages.inventory import (
     InventoryManifest,
     InventoryTarget,
@@ -23,10 +43,30 @@ from airflow_provider_cfimages.inventory import (
     check_fields,
     keep_fields,
 )
-from airflow_provider_cfimages.operators.arguments import is_unrendered
-from airflow_provider_cfimages.query import DEFAULT_PER_PAGE, ImageQuery
+from airflow_provider_cfimages.inventory.reader import (
+    InventoryReader,
+    InventorySource,
+    export_from_manifest,
+    looks_like_path,
+)
+from airflow_provider_cfimages.reconcile.engine import (
+    DEFAULT_SAMPLE_SIZE,
+    UNEXPECTED,
+    Reconciler,
+    ReconcileSummary,
+    actual_records,
+    expected_records,
+)
+from airflow_provider_cfimages.utils.validation import (
+    check_flag,
+    check_positive,
+    check_whole,
+    is_unrendered,
+)
 
 if TYPE_CHECKING:
+    import datetime as dt
+
     from airflow.sdk import Context
 
 DEFAULT_MAX_XCOM_IMAGES = 10_000
@@ -159,10 +199,9 @@ class CloudflareImagesListOperator(BaseOperator):
         if plan.target is not None:
             plan.target.check_filesystem()
         try:
-            with paused_gc():
-                if plan.target is None:
-                    return self._list_into_xcom(plan)
-                return self._export(plan, plan.target)
+            if plan.target is None:
+                return self._list_into_xcom(plan)
+            return self._export(plan, plan.target)
         finally:
             if "hook" in self.__dict__:
                 self.hook.close()
@@ -339,17 +378,742 @@ def _check_seconds(value: Any) -> float:
     return float(value)
 
 
-# The reconcile and delete operators live in their own module; this is their public path
-# (``airflow_provider_cfimages.operators.images``), next to the list operator.
-from airflow_provider_cfimages.operators.reconcile import (  # noqa: E402
-    CloudflareImagesDeleteOperator,
-    CloudflareImagesReconcileOperator,
-    ReconcileMismatchError,
-)
+RECONCILE_KEYS = ("id", "filename")
+EXPORT_FORMATS = ("jsonl", "csv", "json")
+# Cloudflare error codes that fail every request the same way, not just one image's.
+_ACCOUNT_WIDE_CODES = frozenset({10000, 9109, 9106, 6003, 6103, 6111, 5403, 7003})
 
-__all__ = [
-    "CloudflareImagesDeleteOperator",
-    "CloudflareImagesListOperator",
-    "CloudflareImagesReconcileOperator",
-    "ReconcileMismatchError",
-]
+
+class ReconcileMismatchError(CloudflareImagesError):
+    """``fail_on_drift`` is set and the inventory differs from what was expected."""
+
+
+class CloudflareImagesReconcileOperator(BaseOperator):
+    """Compare the images a system of record expects with those the account holds.
+
+    The expected side is a list of keys (or records, or SQL result rows), an upstream task's
+    XCom, or a file; the live side is listed fresh through the hook (newest first, so an
+    upload made while it lists is not taken for an orphan), or read from an export made by
+    ``CloudflareImagesListOperator`` (pass its manifest), so a DAG lists only once.
+    Up to millions of keys a side are compared in bounded memory (see
+    :mod:`airflow_provider_cfimages.reconcile.engine`).
+
+    Returns a small summary: ``key``, ``expected`` and ``actual`` (records read),
+    ``matched``, ``missing_count``, ``unexpected_count``, ``drifted_count``,
+    ``duplicate_expected_count``, ``duplicate_actual_count``, ``in_sync``, the first
+    ``sample_size`` keys (sorted) of each kind under ``missing``, ``unexpected``,
+    ``drifted``, ``duplicate_expected`` and ``duplicate_actual``, and ``report_path`` /
+    ``report_rows``. With ``report_path``, every difference is written there as a JSON
+    line with a ``kind`` (written atomically: the path holds a complete report or nothing).
+
+    :param expected: the keys to expect: a list (of keys, of dicts holding the key under
+        ``expected_field``, or of SQL rows whose first column is the key), an ``XComArg``,
+        or an absolute path / ``ObjectStoragePath`` URI to a ``.txt`` (one key per line),
+        ``.csv``, ``.jsonl`` or ``.json`` file, optionally ``.gz``. (templated)
+    :param key: what identifies an image on both sides: ``id`` or ``filename``.
+    :param expected_field: the field or CSV column holding the key in expected records;
+        defaults to ``key``. (templated)
+    :param expected_meta: compare metadata too: a mapping of key to the ``meta`` object the
+        image should have, or the name of the field / CSV column of the expected records
+        holding it (a JSON object, or its text). Keys without an expected meta are not
+        compared. (templated)
+    :param actual_from: the live side, instead of listing: the manifest a
+        ``CloudflareImagesListOperator`` with ``output_path`` returns (its XCom), the path
+        of such an export, or the list of images it returns without ``output_path``.
+        (templated)
+    :param report_path: write the full report (JSON Lines, ``.gz`` to gzip) here: an
+        absolute local path or an ``ObjectStoragePath`` URI. (templated)
+    :param sample_size: keys of each kind kept in the summary.
+    :param fail_on_drift: fail the task, after writing the report and pushing the summary,
+        when anything differs, so Airflow's failure callbacks and alerts fire.
+    :param allow_empty_expected: accept an empty expected side. By default it fails the
+        task before listing, since an upstream query that returned nothing would make every
+        image look unexpected.
+    :param cloudflare_images_conn_id: the ``cloudflare_images`` connection. (templated)
+    :param account_id: the 32-hex account id, instead of the connection's. (templated)
+    :param creator: when listing, only images with this creator. (templated)
+    :param per_page: when listing, images per request, 10..10000.
+    """
+
+    template_fields: Sequence[str] = (
+        "expected",
+        "expected_field",
+        "expected_meta",
+        "actual_from",
+        "report_path",
+        "cloudflare_images_conn_id",
+        "account_id",
+        "creator",
+    )
+    template_fields_renderers = {
+        "expected": "json",
+        "expected_meta": "json",
+        "actual_from": "json",
+    }
+    ui_color = "#f6821f"
+
+    def __init__(
+        self,
+        *,
+        expected: Any,
+        key: str = "id",
+        expected_field: str | None = None,
+        expected_meta: Mapping[str, Any] | str | None = None,
+        actual_from: Any = None,
+        report_path: str | None = None,
+        sample_size: int = DEFAULT_SAMPLE_SIZE,
+        fail_on_drift: bool = False,
+        allow_empty_expected: bool = False,
+        cloudflare_images_conn_id: str = CloudflareImagesHook.default_conn_name,
+        account_id: str | None = None,
+        creator: str | None = None,
+        per_page: int = MAX_PER_PAGE,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.expected = expected
+        self.key = key
+        self.expected_field = expected_field
+        self.expected_meta = expected_meta
+        self.actual_from = actual_from
+        self.report_path = report_path
+        self.sample_size = check_whole("sample_size", sample_size, minimum=0)
+        self.fail_on_drift = check_flag("fail_on_drift", fail_on_drift)
+        self.allow_empty_expected = check_flag("allow_empty_expected", allow_empty_expected)
+        self.cloudflare_images_conn_id = cloudflare_images_conn_id
+        self.account_id = account_id
+        self.creator = creator
+        self.per_page = per_page
+        if key not in RECONCILE_KEYS:
+            raise CloudflareImagesConfigError(
+                f"key must be 'id' or 'filename' (what identifies an image on both sides); "
+                f"got {key!r}."
+            )
+        # Whatever is already known is checked now, so a broken DAG fails at parse time.
+        self._check_arguments(rendered=False)
+
+    @cached_property
+    def hook(self) -> CloudflareImagesHook:
+        """The hook, built on first use (after templates are rendered)."""
+        return CloudflareImagesHook(
+            self.cloudflare_images_conn_id, account_id=self.account_id or None
+        )
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        query = self._check_arguments(rendered=True)
+        target = _report_target(self.report_path)
+        if target is not None:
+            target.check_filesystem()
+        reconciler = Reconciler(
+            key=self.key, compare_meta=self._meta_mode is not None, sample_size=self.sample_size
+        )
+        expected = _NonEmpty(self._expected_records())
+        actual = self._actual_records(query, expected)
+        try:
+            if target is None:
+                summary = reconciler.run(expected, actual)
+                result = _summary_dict(summary, None, None)
+            else:
+                with InventoryWriter(target) as writer:
+                    summary = reconciler.run(expected, actual, sink=writer.write_page)
+                    written = writer.commit()
+                result = _summary_dict(summary, written.path, written.count)
+        finally:
+            if "hook" in self.__dict__:
+                self.hook.close()
+        self._log_summary(result, reconciler.spilled_bytes)
+        if self.fail_on_drift and not summary.in_sync:
+            # Pushed before failing, so callbacks and all_done tasks can still read it.
+            if ti := context.get("ti"):
+                ti.xcom_push(key="return_value", value=result)
+            raise ReconcileMismatchError(_mismatch_message(result))
+        return result
+
+    def on_kill(self) -> None:
+        if "hook" in self.__dict__:
+            self.log.info("Kill requested: stopping the listing at the next request.")
+            self.hook.cancel()
+
+    # -- the two sides -------------------------------------------------------------------
+
+    @property
+    def _meta_mode(self) -> str | None:
+        """``mapping``, ``field``, or ``None`` when metadata is not compared."""
+        if self.expected_meta is None or self.expected_meta == "":
+            return None
+        return "mapping" if isinstance(self.expected_meta, Mapping) else "field"
+
+    def _expected_records(self) -> Iterator[tuple[str, bytes | None]]:
+        meta_field = self.expected_meta if self._meta_mode == "field" else None
+        metas = self.expected_meta if self._meta_mode == "mapping" else None
+        values = self._expected_values(meta_field)
+        return expected_records(
+            values,
+            key_field=self.expected_field or self.key,
+            meta_field=meta_field,
+            metas=metas,
+            parameter="expected",
+        )
+
+    def _expected_values(self, meta_field: str | None) -> Iterable[Any]:
+        if looks_like_path(self.expected):
+            source = InventorySource.parse(self.expected, parameter="expected")
+            if meta_field is not None and source.format == "txt":
+                raise CloudflareImagesConfigError(
+                    f"expected_meta={meta_field!r} names a field, but expected is a .txt file "
+                    "of bare keys; use a .csv, .jsonl or .json file with that field, or pass "
+                    "expected_meta as a mapping of key to meta."
+                )
+            self.log.info("Reading the expected keys from %s", source.uri)
+            return InventoryReader(source).records()
+        return self.expected
+
+    def _actual_records(
+        self, query: ImageQuery, expected: _NonEmpty
+    ) -> Iterator[tuple[str, str | None, str | None, bytes | None]]:
+        # The engine reads the expected side to its end before it starts on this one.
+        if not expected.seen_any and not self.allow_empty_expected:
+            raise CloudflareImagesConfigError(
+                "expected is empty: an upstream query or file that returned nothing would make "
+                "every image look unexpected. Fix the source, or set allow_empty_expected=True "
+                "if an empty inventory is really expected."
+            )
+        yield from actual_records(
+            self._live_images(query), key=self.key, compare_meta=self._meta_mode is not None
+        )
+
+    def _live_images(self, query: ImageQuery) -> Iterator[dict[str, Any]]:
+        source = self.actual_from
+        if source is None:
+            self.log.info("Listing the account's images (per_page=%d)", query.per_page)
+            yield from self.hook.iter_images(query=query)
+        elif isinstance(source, Mapping):
+            export, expectation = export_from_manifest(source, parameter="actual_from")
+            self._check_export_manifest(source)
+            self.log.info("Reading the live inventory from the export %s", export.uri)
+            yield from InventoryReader(export).images(expectation)
+        elif looks_like_path(source):
+            export = InventorySource.parse(source, parameter="actual_from", allowed=EXPORT_FORMATS)
+            self.log.info("Reading the live inventory from %s", export.uri)
+            yield from InventoryReader(export).images()
+        else:
+            yield from source
+
+    def _check_export_manifest(self, manifest: Mapping[str, Any]) -> None:
+        """Refuse an export that lacks needed fields; warn about one that lists a part only."""
+        fields = manifest.get("fields")
+        needed = {"id", self.key} | ({"meta"} if self._meta_mode else set())
+        if fields and not needed <= set(fields):
+            raise CloudflareImagesConfigError(
+                f"actual_from: the export kept only the fields {list(fields)}, but this "
+                f"reconcile needs {sorted(needed)}; add them to the list task's fields."
+            )
+        narrowed = {
+            name: manifest.get(name)
+            for name in ("creator", "uploaded_after", "uploaded_before", "max_images")
+            if manifest.get(name) is not None
+        }
+        if narrowed:
+            self.log.warning(
+                "actual_from is an export of part of the account (%s): expected keys outside "
+                "it will be reported as missing.",
+                ", ".join(f"{name}={value}" for name, value in narrowed.items()),
+            )
+
+    # -- arguments -----------------------------------------------------------------------
+
+    def _check_arguments(self, *, rendered: bool) -> ImageQuery:
+        """Check the arguments; before rendering, those still templated are skipped."""
+
+        def known(value: Any) -> bool:
+            return rendered or not is_unrendered(value)
+
+        if known(self.account_id):
+            validate_account_id(self.account_id, source="account_id")
+        if known(self.expected):
+            _check_expected(self.expected)
+        if known(self.expected_field) and self.expected_field is not None:
+            _check_name("expected_field", self.expected_field)
+        if known(self.expected_meta):
+            _check_expected_meta(self.expected_meta)
+        if known(self.actual_from):
+            _check_actual_from(self.actual_from)
+        if known(self.report_path):
+            _report_target(self.report_path)
+        creator = self.creator if known(self.creator) else None
+        # Newest first: an image uploaded while the listing runs lands behind the cursor and
+        # is not listed, so it cannot look unexpected (and be deleted) before the system of
+        # record catches up; at worst a reference to it looks missing, which deletes nothing.
+        return ImageQuery.build(per_page=self.per_page, sort_order="desc", creator=creator)
+
+    def _log_summary(self, result: dict[str, Any], spilled_bytes: int) -> None:
+        self.log.info(
+            "Reconciled %d expected %s(s) with %d live images%s: %d matched, %d missing, "
+            "%d unexpected, %d drifted, %d duplicated in expected, %d duplicated in actual.",
+            result["expected"],
+            self.key,
+            result["actual"],
+            f" ({spilled_bytes // 1_000_000} MB spilled to disk)" if spilled_bytes else "",
+            result["matched"],
+            result["missing_count"],
+            result["unexpected_count"],
+            result["drifted_count"],
+            result["duplicate_expected_count"],
+            result["duplicate_actual_count"],
+        )
+        if result["report_path"]:
+            self.log.info(
+                "Wrote %d report rows to %s", result["report_rows"], result["report_path"]
+            )
+
+
+class _NonEmpty:
+    """Passes records through, noting whether there was any."""
+
+    def __init__(self, records: Iterable[Any]) -> None:
+        self.records = records
+        self.seen_any = False
+
+    def __iter__(self) -> Iterator[Any]:
+        iterator = iter(self.records)
+        for first in iterator:
+            self.seen_any = True
+            yield first
+            # Delegating the rest costs nothing per record, unlike a loop here.
+            yield from iterator
+
+
+def _summary_dict(
+    summary: ReconcileSummary, report_path: str | None, report_rows: int | None
+) -> dict[str, Any]:
+    return {**summary.to_dict(), "report_path": report_path, "report_rows": report_rows}
+
+
+def _mismatch_message(result: dict[str, Any]) -> str:
+    where = f"; the report is at {result['report_path']}" if result["report_path"] else ""
+    return (
+        f"The inventory differs from what was expected: {result['missing_count']} missing "
+        f"(e.g. {result['missing'][:3]}), {result['unexpected_count']} unexpected "
+        f"(e.g. {result['unexpected'][:3]}), {result['drifted_count']} drifted, "
+        f"{result['duplicate_expected_count']} duplicated in expected, "
+        f"{result['duplicate_actual_count']} duplicated in the account{where}."
+    )
+
+
+def _report_target(report_path: Any) -> InventoryTarget | None:
+    if report_path is None or report_path == "":
+        return None
+    try:
+        target = InventoryTarget.parse(report_path, None)
+    except CloudflareImagesConfigError as err:
+        raise CloudflareImagesConfigError(str(err).replace("output_path", "report_path")) from None
+    if target.format != "jsonl":
+        raise CloudflareImagesConfigError(
+            f"report_path is written as JSON Lines: end it in .jsonl or .jsonl.gz; "
+            f"got {report_path!r}."
+        )
+    return target
+
+
+def _check_expected(expected: Any) -> None:
+    if looks_like_path(expected):
+        InventorySource.parse(expected, parameter="expected")
+        return
+    if expected is None or isinstance(expected, (Mapping, bytes)) or not _iterable(expected):
+        raise CloudflareImagesConfigError(
+            "expected must be a list of keys (or of records, or SQL rows), an XComArg, or a "
+            f"path to a .txt/.csv/.jsonl/.json file; got {type(expected).__name__}."
+        )
+
+
+def _check_expected_meta(expected_meta: Any) -> None:
+    if expected_meta is None or isinstance(expected_meta, (Mapping, str)):
+        return
+    raise CloudflareImagesConfigError(
+        "expected_meta must be a mapping of key to meta object, or the name of the field "
+        f"holding each key's meta in the expected records; got {type(expected_meta).__name__}."
+    )
+
+
+def _check_actual_from(actual_from: Any) -> None:
+    if actual_from is None or isinstance(actual_from, Mapping):
+        return
+    if looks_like_path(actual_from):
+        InventorySource.parse(actual_from, parameter="actual_from", allowed=EXPORT_FORMATS)
+        return
+    if not _iterable(actual_from) or isinstance(actual_from, bytes):
+        raise CloudflareImagesConfigError(
+            "actual_from must be a list operator's manifest, the path of its export, or the "
+            f"list of images it returned; got {type(actual_from).__name__}."
+        )
+
+
+@dataclasses.dataclass
+class DeleteOutcome:
+    """What happened to each image, with capped id samples for XCom.
+
+    :param dry_run: nothing was deleted.
+    :param sample_size: ids kept per outcome.
+    """
+
+    dry_run: bool
+    sample_size: int
+    requested: int = 0
+    counts: dict[str, int] = dataclasses.field(default_factory=dict)
+    samples: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
+
+    def note(self, outcome: str, sample: Any) -> None:
+        """Count one image's outcome and keep it in the sample if there is room.
+
+        :param outcome: ``deleted``, ``would_delete``, ``already_absent``, ``protected``
+            or ``failed``.
+        :param sample: the id (or, for failures, ``{"id", "error"}``).
+        """
+        self.counts[outcome] = self.counts.get(outcome, 0) + 1
+        kept = self.samples.setdefault(outcome, [])
+        if len(kept) < self.sample_size:
+            kept.append(sample)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The XCom value."""
+        counts, samples = self.counts, self.samples
+        return {
+            "dry_run": self.dry_run,
+            "requested": self.requested,
+            "deleted": counts.get("deleted", 0),
+            "would_delete": counts.get("would_delete", 0),
+            "already_absent": counts.get("already_absent", 0),
+            "protected": counts.get("protected", 0),
+            "failed": counts.get("failed", 0),
+            "deleted_ids": samples.get("deleted", []),
+            "would_delete_ids": samples.get("would_delete", []),
+            "already_absent_ids": samples.get("already_absent", []),
+            "protected_ids": samples.get("protected", []),
+            "failures": samples.get("failed", []),
+        }
+
+
+class CloudflareImagesDeleteOperator(BaseOperator):
+    """Delete images by id, safely: a required cap, a dry run, and an upload-time guard.
+
+    The ids come from a list, an upstream XCom, a reconcile report (its ``unexpected``
+    rows), or the reconcile operator's summary (whose ``report_path`` is read). Every
+    argument is checked and the ids collected before the first request; if there are more
+    than ``max_deletes`` the task fails without deleting anything. An image already gone
+    (404) counts as ``already_absent``, so re-runs are safe. Other per-image errors are
+    counted in ``failed`` and, after the rest were tried, fail the task (unless
+    ``fail_on_error`` is off); errors that would fail every image (authentication, a wrong
+    account, a rate limit outlasting the retries) stop the task at once.
+
+    Returns ``dry_run``, ``requested``, the counts ``deleted``, ``would_delete`` (dry run),
+    ``already_absent``, ``protected`` and ``failed``, the first ``sample_size`` ids of each
+    (``deleted_ids``, ...), and ``failures`` (``{"id", "error"}``).
+
+    With ``older_than``, an image is deleted only if it was uploaded strictly before that
+    instant; newer ones are counted as ``protected`` (in-flight uploads the system of record
+    has not caught up with). The upload time is read live, with one "image details"
+    request per image, never taken from a report row: an image deleted and uploaded again
+    under the same custom id since the report was written is new, and is kept.
+
+    :param image_ids: the images to delete: a list of ids (or of report rows), an
+        ``XComArg``, the path of a reconcile report (``.jsonl``, ``.csv``, ``.json``,
+        optionally ``.gz``; rows with a ``kind`` are used only if it is ``unexpected``) or of
+        a ``.txt`` of ids, or a reconcile summary. (templated)
+    :param max_deletes: required: the most images this task may delete; with more ids than
+        that (counting those ``older_than`` would protect) the task fails before deleting
+        anything. (templated)
+    :param dry_run: log and return what would be deleted, deleting nothing. (templated)
+    :param older_than: never delete an image uploaded at or after this instant (anything
+        pendulum parses, a datetime, or a template such as ``{{ data_interval_start }}``).
+        (templated)
+    :param fail_on_error: fail the task at the end when any image could not be deleted.
+    :param sample_size: ids kept per outcome in the returned summary.
+    :param cloudflare_images_conn_id: the ``cloudflare_images`` connection. (templated)
+    :param account_id: the 32-hex account id, instead of the connection's. (templated)
+    """
+
+    template_fields: Sequence[str] = (
+        "image_ids",
+        "max_deletes",
+        "dry_run",
+        "older_than",
+        "cloudflare_images_conn_id",
+        "account_id",
+    )
+    template_fields_renderers = {"image_ids": "json"}
+    ui_color = "#f6821f"
+
+    def __init__(
+        self,
+        *,
+        image_ids: Any,
+        max_deletes: int | str,
+        dry_run: bool | str = False,
+        older_than: str | dt.datetime | None = None,
+        fail_on_error: bool = True,
+        sample_size: int = DEFAULT_SAMPLE_SIZE,
+        cloudflare_images_conn_id: str = CloudflareImagesHook.default_conn_name,
+        account_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.image_ids = image_ids
+        self.max_deletes = max_deletes
+        self.dry_run = dry_run
+        self.older_than = older_than
+        self.fail_on_error = check_flag("fail_on_error", fail_on_error)
+        self.sample_size = check_whole("sample_size", sample_size, minimum=0)
+        self.cloudflare_images_conn_id = cloudflare_images_conn_id
+        self.account_id = account_id
+        self._check_arguments(rendered=False)
+
+    @cached_property
+    def hook(self) -> CloudflareImagesHook:
+        """The hook, built on first use (after templates are rendered)."""
+        return CloudflareImagesHook(
+            self.cloudflare_images_conn_id, account_id=self.account_id or None
+        )
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        max_deletes, dry_run, cutoff = self._check_arguments(rendered=True)
+        image_ids = self._collect_ids()
+        if len(image_ids) > max_deletes:
+            raise CloudflareImagesError(
+                f"{len(image_ids)} images to delete is more than max_deletes={max_deletes}; "
+                "nothing was deleted. Check the reconcile report (a wrong or empty expected "
+                "set makes every image look unexpected), then raise max_deletes if the "
+                "deletion is intended."
+            )
+        outcome = DeleteOutcome(dry_run=dry_run, sample_size=self.sample_size)
+        outcome.requested = len(image_ids)
+        self.log.info(
+            "%s %d image(s) (max_deletes=%d%s)",
+            "Dry run: checking" if dry_run else "Deleting",
+            len(image_ids),
+            max_deletes,
+            f", only those uploaded before {cutoff.isoformat()}" if cutoff else "",
+        )
+        if cutoff is None and not dry_run:
+            self.log.warning(
+                "older_than is not set: an image uploaded after the expected side was read "
+                "(an upload your system of record has not caught up with) looks unexpected "
+                "and will be deleted."
+            )
+        try:
+            for image_id in image_ids:
+                self._handle(image_id, cutoff, dry_run, outcome)
+        finally:
+            if "hook" in self.__dict__:
+                self.hook.close()
+        result = outcome.to_dict()
+        self.log.info(
+            "Done: %d deleted, %d would be deleted (dry run), %d already absent, %d protected, "
+            "%d failed.",
+            result["deleted"],
+            result["would_delete"],
+            result["already_absent"],
+            result["protected"],
+            result["failed"],
+        )
+        if result["failed"] and self.fail_on_error:
+            raise CloudflareImagesError(
+                f"{result['failed']} of {len(image_ids)} image(s) could not be deleted (e.g. "
+                f"{result['failures'][:3]}); the others were handled. Re-running is safe."
+            )
+        return result
+
+    def on_kill(self) -> None:
+        if "hook" in self.__dict__:
+            self.log.info("Kill requested: stopping at the next request.")
+            self.hook.cancel()
+
+    # -- per image -----------------------------------------------------------------------
+
+    def _handle(
+        self,
+        image_id: str,
+        cutoff: dt.datetime | None,
+        dry_run: bool,
+        outcome: DeleteOutcome,
+    ) -> None:
+        try:
+            if cutoff is not None and self._protected(image_id, cutoff, outcome):
+                return
+            if dry_run:
+                self.log.info("Would delete image %s (dry run)", image_id)
+                outcome.note("would_delete", image_id)
+            elif self.hook.delete_image(image_id):
+                self.log.info("Deleted image %s", image_id)
+                outcome.note("deleted", image_id)
+            else:
+                self.log.info("Image %s was already absent", image_id)
+                outcome.note("already_absent", image_id)
+        except CloudflareImagesAPIError as err:
+            if _affects_every_image(err):
+                raise
+            self._failed(image_id, err, outcome)
+        except CloudflareImagesConfigError:
+            raise  # a bad connection or account id would fail every image the same way
+        except ValueError as err:
+            self._failed(image_id, err, outcome)
+
+    def _protected(self, image_id: str, cutoff: dt.datetime, outcome: DeleteOutcome) -> bool:
+        """Whether the image must be kept (uploaded at/after the cutoff, or gone already)."""
+        try:
+            uploaded_text = self.hook.get_image(image_id).get("uploaded")
+        except CloudflareImagesAPIError as err:
+            if not image_not_found(err):
+                raise
+            self.log.info("Image %s was already absent", image_id)
+            outcome.note("already_absent", image_id)
+            return True
+        uploaded = parse_uploaded(uploaded_text)
+        if uploaded is not None and uploaded < cutoff:
+            return False
+        # An unreadable upload time is kept too: when in doubt, do not delete.
+        self.log.info(
+            "Kept image %s: uploaded %s, not before older_than %s",
+            image_id,
+            uploaded_text,
+            cutoff.isoformat(),
+        )
+        outcome.note("protected", image_id)
+        return True
+
+    def _failed(self, image_id: str, err: Exception, outcome: DeleteOutcome) -> None:
+        self.log.warning("Could not delete image %s: %s", image_id, err)
+        outcome.note("failed", {"id": image_id, "error": str(err)})
+
+    # -- collecting ids ------------------------------------------------------------------
+
+    def _collect_ids(self) -> list[str]:
+        """Every image to delete, once each, in the order given; checked before any request."""
+        unique: dict[str, None] = {}
+        for number, image_id in enumerate(self._ids_from(self.image_ids), start=1):
+            if not isinstance(image_id, str) or not image_id.strip():
+                raise CloudflareImagesConfigError(
+                    f"image_ids entry {number} is not an image id: {image_id!r}."
+                )
+            unique.setdefault(image_id)
+        return list(unique)
+
+    def _ids_from(self, source: Any) -> Iterator[Any]:
+        if isinstance(source, Mapping):
+            yield from self._ids_from_summary(source)
+        elif looks_like_path(source):
+            report = InventorySource.parse(source, parameter="image_ids")
+            self.log.info("Reading the images to delete from %s", report.uri)
+            yield from _ids_from_rows(InventoryReader(report).records())
+        else:
+            yield from _ids_from_rows(source)
+
+    def _ids_from_summary(self, summary: Mapping[str, Any]) -> Iterator[Any]:
+        if "unexpected_count" not in summary:
+            raise CloudflareImagesConfigError(
+                "image_ids as a dict must be the summary CloudflareImagesReconcileOperator "
+                f"returns; got a dict with keys {sorted(summary)[:10]}."
+            )
+        report_path = summary.get("report_path")
+        if not report_path:
+            if summary["unexpected_count"] == 0:
+                return
+            raise CloudflareImagesConfigError(
+                "image_ids is a reconcile summary without a report_path, so the full list of "
+                "unexpected images is unknown: set report_path on the reconcile task."
+            )
+        # All ids are collected before the first request, so a mismatch deletes nothing.
+        found = 0
+        for image_id in self._ids_from(report_path):
+            found += 1
+            yield image_id
+        if found != summary["unexpected_count"]:
+            raise CloudflareImagesConfigError(
+                f"image_ids: the reconcile report {report_path!r} holds {found} unexpected "
+                f"image(s), but the summary given says {summary['unexpected_count']}: the file "
+                "changed since that reconcile (did another run write the same report_path?). "
+                "Nothing was deleted; give each run its own report_path, e.g. with {{ run_id }}."
+            )
+
+    # -- arguments -----------------------------------------------------------------------
+
+    def _check_arguments(self, *, rendered: bool) -> tuple[int, bool, dt.datetime | None]:
+        """Check the arguments; before rendering, those still templated are skipped."""
+
+        def known(value: Any) -> bool:
+            return rendered or not is_unrendered(value)
+
+        max_deletes = _check_max_deletes(self.max_deletes) if known(self.max_deletes) else 0
+        dry_run = check_flag("dry_run", self.dry_run) if known(self.dry_run) else True
+        cutoff = (
+            parse_instant(self.older_than, name="older_than") if known(self.older_than) else None
+        )
+        if known(self.account_id):
+            validate_account_id(self.account_id, source="account_id")
+        if known(self.image_ids):
+            _check_image_ids(self.image_ids)
+        return max_deletes, dry_run, cutoff
+
+
+def _ids_from_rows(rows: Iterable[Any]) -> Iterator[Any]:
+    """Ids from plain ids, or from report rows (only ``unexpected`` ones when they say)."""
+    for row in rows:
+        if isinstance(row, Mapping):
+            kind = row.get("kind")
+            if kind not in (None, "", UNEXPECTED):
+                continue
+            if "id" not in row:
+                raise CloudflareImagesConfigError(
+                    f"image_ids: a record has no 'id' field: {short_repr(row)}."
+                )
+            yield row["id"]
+        else:
+            yield row
+
+
+def _affects_every_image(err: CloudflareImagesAPIError) -> bool:
+    """Whether an error is about the account or credentials, not the one image."""
+    if isinstance(err, CloudflareImagesRateLimitError):
+        return True
+    if err.status in (401, 403):
+        return True
+    if err.status is not None and 300 <= err.status < 400:
+        return True  # a redirect: the base URL is wrong (the API never redirects)
+    if err.status == 404 and not err.codes:
+        return True  # not Cloudflare's "no such image" (5404): a wrong base URL or a proxy
+    return bool(_ACCOUNT_WIDE_CODES.intersection(err.codes))
+
+
+def _check_image_ids(image_ids: Any) -> None:
+    if isinstance(image_ids, Mapping) or looks_like_path(image_ids):
+        if looks_like_path(image_ids):
+            InventorySource.parse(image_ids, parameter="image_ids")
+        return
+    if image_ids is None or isinstance(image_ids, bytes) or not _iterable(image_ids):
+        raise CloudflareImagesConfigError(
+            "image_ids must be a list of image ids (or report rows), an XComArg, the path of a "
+            f"reconcile report, or a reconcile summary; got {type(image_ids).__name__}."
+        )
+
+
+def _check_max_deletes(value: Any) -> int:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise CloudflareImagesConfigError(
+            "max_deletes is required: the most images this task may delete, a whole number "
+            f">= 0 (the task fails before deleting anything above it); got {value!r}."
+        )
+    return value
+
+
+def _check_name(name: str, value: Any) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise CloudflareImagesConfigError(f"{name} must be a field or column name; got {value!r}.")
+
+
+def _iterable(value: Any) -> bool:
+    try:
+        iter(value)
+    except TypeError:
+        return False
+    return True

@@ -10,24 +10,18 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
-try:
-    from airflow.sdk import conf
-    from airflow.sdk.exceptions import AirflowSkipException
-except ImportError:  # Airflow < 3.2
-    from airflow.configuration import conf  # type: ignore[no-redef]
-    from airflow.exceptions import AirflowSkipException  # type: ignore[no-redef]
-
-from airflow_provider_cfimages.conditions import (
+from airflow_provider_cfimages.exceptions import CloudflareImagesError
+from airflow_provider_cfimages.hooks.images import CloudflareImagesHook
+from airflow_provider_cfimages.hooks.query import DEFAULT_PER_PAGE, ImageQuery
+from airflow_provider_cfimages.sensors.conditions import (
     DEFAULT_MAX_IMAGES,
     DEFAULT_MAX_PAGES,
     ImageConditionChecker,
     ImageConditions,
     whole_number,
 )
-from airflow_provider_cfimages.exceptions import CloudflareImagesError
-from airflow_provider_cfimages.hooks.images import CloudflareImagesHook
-from airflow_provider_cfimages.query import DEFAULT_PER_PAGE, ImageQuery
 from airflow_provider_cfimages.triggers.images import CloudflareImagesTrigger
+from airflow_provider_cfimages.version_compat import AirflowSkipException, conf
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

@@ -8,15 +8,15 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_cfimages.conditions import (
+from airflow_provider_cfimages.hooks.images import CloudflareImagesHook
+from airflow_provider_cfimages.hooks.query import DEFAULT_PER_PAGE
+from airflow_provider_cfimages.sensors.conditions import (
     DEFAULT_MAX_IMAGES,
     DEFAULT_MAX_PAGES,
     ConditionCheck,
     ImageConditionChecker,
     ImageConditions,
 )
-from airflow_provider_cfimages.hooks.images import CloudflareImagesHook
-from airflow_provider_cfimages.query import DEFAULT_PER_PAGE
 
 
 class CloudflareImagesTrigger(BaseTrigger):

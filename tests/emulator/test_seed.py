@@ -16,7 +16,7 @@ from airflow_provider_cfimages.emulator.seed import (
     generate_images,
 )
 from airflow_provider_cfimages.emulator.timestamps import format_uploaded
-from airflow_provider_cfimages.rfc3339 import epoch_micros
+from airflow_provider_cfimages.hooks.rfc3339 import epoch_micros
 
 HASH = account_hash_for("0" * 32)
 UPLOADED = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")

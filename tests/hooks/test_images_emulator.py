@@ -8,12 +8,12 @@ from typing import Any
 import msgspec
 import pytest
 
-from airflow_provider_cfimages import transport
 from airflow_provider_cfimages.emulator import EmulatorServer
 from airflow_provider_cfimages.exceptions import (
     CloudflareImagesAPIError,
     CloudflareImagesPaginationError,
 )
+from airflow_provider_cfimages.hooks import transport
 from airflow_provider_cfimages.hooks.images import CloudflareImagesHook
 
 CONN_ENV = "AIRFLOW_CONN_CLOUDFLARE_IMAGES_DEFAULT"

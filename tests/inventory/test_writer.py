@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from airflow_provider_cfimages.exceptions import CloudflareImagesConfigError
+from airflow_provider_cfimages.hooks.query import ImageQuery
 from airflow_provider_cfimages.inventory import (
     CSV_COLUMNS,
     InventoryManifest,
@@ -26,7 +27,6 @@ from airflow_provider_cfimages.inventory import (
     csv_cell,
 )
 from airflow_provider_cfimages.inventory.writer import IMAGES_PER_CHUNK, _HashingSink
-from airflow_provider_cfimages.query import ImageQuery
 
 IMAGES: list[dict[str, Any]] = [
     {

@@ -20,7 +20,7 @@ import pendulum
 from airflow.sdk import DAG
 
 from airflow_provider_cfimages.operators.images import CloudflareImagesListOperator
-from airflow_provider_cfimages.operators.reconcile import (
+from airflow_provider_cfimages.operators.images import (
     CloudflareImagesDeleteOperator,
     CloudflareImagesReconcileOperator,
 )
@@ -54,7 +54,7 @@ Needs the ``cloudflare_images_default`` connection.
 import pendulum
 from airflow.sdk import DAG, task
 
-from airflow_provider_cfimages.operators.reconcile import (
+from airflow_provider_cfimages.operators.images import (
     CloudflareImagesDeleteOperator,
     CloudflareImagesReconcileOperator,
 )

@@ -13,7 +13,7 @@ import responses
 
 from airflow_provider_cfimages.emulator import EmulatorServer
 from airflow_provider_cfimages.exceptions import CloudflareImagesConfigError, CloudflareImagesError
-from airflow_provider_cfimages.operators.reconcile import (
+from airflow_provider_cfimages.operators.images import (
     CloudflareImagesDeleteOperator,
     CloudflareImagesReconcileOperator,
 )

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from airflow_provider_cfimages.reconcile import (
+from airflow_provider_cfimages.reconcile.engine import (
     PARTITIONS,
     ActualRecord,
     ExpectedRecord,

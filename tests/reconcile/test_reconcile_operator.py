@@ -15,13 +15,13 @@ import pytest
 
 from airflow_provider_cfimages.emulator import EmulatorServer
 from airflow_provider_cfimages.exceptions import CloudflareImagesConfigError, CloudflareImagesError
+from airflow_provider_cfimages.hooks.transport import ApiTransport
 from airflow_provider_cfimages.inventory.reader import InventoryIntegrityError
-from airflow_provider_cfimages.operators.images import CloudflareImagesListOperator
-from airflow_provider_cfimages.operators.reconcile import (
+from airflow_provider_cfimages.operators.images import (
+    CloudflareImagesListOperator,
     CloudflareImagesReconcileOperator,
     ReconcileMismatchError,
 )
-from airflow_provider_cfimages.transport import ApiTransport
 from tests.reconcile.conftest import served
 
 TOTAL = 25_000

@@ -11,8 +11,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from airflow_provider_cfimages import transport
 from airflow_provider_cfimages.emulator import EmulatorServer
+from airflow_provider_cfimages.hooks import transport
 from airflow_provider_cfimages.operators.images import CloudflareImagesListOperator
 
 CONN_ENV = "AIRFLOW_CONN_CLOUDFLARE_IMAGES_DEFAULT"

@@ -16,8 +16,10 @@ import pytest
 from airflow_provider_cfimages.emulator import EmulatorServer
 from airflow_provider_cfimages.exceptions import CloudflareImagesConfigError
 from airflow_provider_cfimages.hooks.images import CloudflareImagesHook
-from airflow_provider_cfimages.operators.images import CloudflareImagesListOperator
-from airflow_provider_cfimages.operators.reconcile import CloudflareImagesDeleteOperator
+from airflow_provider_cfimages.operators.images import (
+    CloudflareImagesDeleteOperator,
+    CloudflareImagesListOperator,
+)
 from airflow_provider_cfimages.sensors.images import CloudflareImagesSensor
 from tests.reliability.conftest import CONN_ENV
 

@@ -30,19 +30,19 @@ from hypothesis import strategies as st
 
 from airflow_provider_cfimages.exceptions import CloudflareImagesError
 from airflow_provider_cfimages.hooks.images import _dict_key, _select, _struct_key
-from airflow_provider_cfimages.inventory.reader import (
-    InventoryReader,
-    InventorySource,
-    JsonArrayStream,
-)
-from airflow_provider_cfimages.query import ImageQuery
-from airflow_provider_cfimages.reconcile import Reconciler, actual_records, expected_records
-from airflow_provider_cfimages.transport import (
+from airflow_provider_cfimages.hooks.query import ImageQuery
+from airflow_provider_cfimages.hooks.transport import (
     ApiTransport,
     ImageKey,
     JsonListPageBody,
     ListPageBody,
 )
+from airflow_provider_cfimages.inventory.reader import (
+    InventoryReader,
+    InventorySource,
+    JsonArrayStream,
+)
+from airflow_provider_cfimages.reconcile.engine import Reconciler, actual_records, expected_records
 
 BASE_URL = "https://api.cloudflare.test/client/v4"
 LIST_PATH = "accounts/0123456789abcdef0123456789abcdef/images/v2"

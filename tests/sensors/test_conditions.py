@@ -6,16 +6,16 @@ import datetime as dt
 
 import pytest
 
-from airflow_provider_cfimages.conditions import (
-    ImageConditions,
-    compact_image,
-    is_transient,
-    parse_image_ids,
-)
 from airflow_provider_cfimages.exceptions import (
     CloudflareImagesAPIError,
     CloudflareImagesConfigError,
     CloudflareImagesRateLimitError,
+)
+from airflow_provider_cfimages.sensors.conditions import (
+    ImageConditions,
+    compact_image,
+    is_transient,
+    parse_image_ids,
 )
 
 

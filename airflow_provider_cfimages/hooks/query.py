@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import pendulum
 
-from airflow_provider_cfimages.rfc3339 import parse_rfc3339
+from airflow_provider_cfimages.hooks.rfc3339 import parse_rfc3339
 
 SortOrder = Literal["asc", "desc"]
 SORT_ORDERS: tuple[SortOrder, ...] = ("asc", "desc")

@@ -2,7 +2,7 @@
 
 Pure and I/O-free apart from its own temporary files: two streams of records go in, counts,
 bounded samples and report rows come out. The operators in
-:mod:`airflow_provider_cfimages.operators.reconcile` feed it and write its rows.
+:mod:`airflow_provider_cfimages.operators.images` feed it and write its rows.
 
 How it stays fast and bounded at a million keys a side (a Grace hash join):
 
@@ -41,8 +41,7 @@ from typing import IO, Any, NamedTuple
 
 import msgspec
 
-from airflow_provider_cfimages.gc_pause import paused_gc
-from airflow_provider_cfimages.messages import short_repr
+from airflow_provider_cfimages.exceptions import short_repr
 
 ExpectedRecord = tuple[str, bytes | None]
 ActualRecord = tuple[str, str | None, str | None, bytes | None]
@@ -421,15 +420,14 @@ class Reconciler:
             width=4 if self.compare_meta else 3, spill_at=self.spill_at, temp_dir=self.temp_dir
         )
         try:
-            with paused_gc():
-                expected_side.extend(expected)
-                actual_side.extend(actual)
-                summary.expected = expected_side.count
-                summary.actual = actual_side.count
-                self.spilled_bytes = expected_side.spilled_bytes + actual_side.spilled_bytes
-                emit = _Emitter(summary, sink)
-                for bucket in range(PARTITIONS):
-                    self._compare_bucket(bucket, expected_side, actual_side, summary, emit)
+            expected_side.extend(expected)
+            actual_side.extend(actual)
+            summary.expected = expected_side.count
+            summary.actual = actual_side.count
+            self.spilled_bytes = expected_side.spilled_bytes + actual_side.spilled_bytes
+            emit = _Emitter(summary, sink)
+            for bucket in range(PARTITIONS):
+                self._compare_bucket(bucket, expected_side, actual_side, summary, emit)
         finally:
             expected_side.close()
             actual_side.close()

@@ -19,15 +19,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_provider_cfimages.checks import list_from_text
 from airflow_provider_cfimages.exceptions import (
     CloudflareImagesAPIError,
     CloudflareImagesConfigError,
     CloudflareImagesRateLimitError,
 )
 from airflow_provider_cfimages.hooks.images import CloudflareImagesHook, ImagePage, image_not_found
-from airflow_provider_cfimages.query import DEFAULT_PER_PAGE, ImageQuery
-from airflow_provider_cfimages.transport import RATE_LIMIT_CODE, RETRY_STATUSES
+from airflow_provider_cfimages.hooks.query import DEFAULT_PER_PAGE, ImageQuery
+from airflow_provider_cfimages.hooks.transport import RATE_LIMIT_CODE, RETRY_STATUSES
+from airflow_provider_cfimages.utils.validation import list_from_text
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class ImageConditions:
         :param image_ids: a list of ids, or one string of comma-separated ids, or the text of
             a list (what Jinja renders an XCom list to).
         :param filename: an ``fnmatch`` pattern such as ``"batch-42-*.jpg"``.
-        :param uploaded_after: anything :func:`~airflow_provider_cfimages.query.parse_instant`
+        :param uploaded_after: anything :func:`~airflow_provider_cfimages.hooks.query.parse_instant`
             accepts.
         :param min_count: a whole number >= 1.
         :param creator: a creator id.

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_cfimages.checks import check_positive, check_whole
 from airflow_provider_cfimages.exceptions import CloudflareImagesConfigError
+from airflow_provider_cfimages.utils.validation import check_positive, check_whole
 
 
 @pytest.mark.parametrize("value", [0, -1, -0.5, math.nan, math.inf, True, "5", None, [1]])

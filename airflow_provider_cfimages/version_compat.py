@@ -1,0 +1,22 @@
+"""Names this provider takes from Airflow, from where the running version keeps them.
+
+Airflow 3.2 moved task exceptions and ``conf`` into ``airflow.sdk``; 3.1 has them only in
+the older modules. Every such shim of the provider is here, so the rest imports from one
+place.
+"""
+
+from __future__ import annotations
+
+try:
+    from airflow.sdk import conf
+    from airflow.sdk.exceptions import AirflowException, AirflowSkipException
+except ImportError:  # pragma: no cover - Airflow < 3.2
+    from airflow.configuration import conf  # type: ignore[no-redef]
+    from airflow.exceptions import AirflowException, AirflowSkipException  # type: ignore[no-redef]
+
+try:
+    from airflow.sdk.log import mask_secret
+except ImportError:  # pragma: no cover - Airflow < 3.2
+    from airflow.utils.log.secrets_masker import mask_secret  # type: ignore[no-redef]
+
+__all__ = ["AirflowException", "AirflowSkipException", "conf", "mask_secret"]

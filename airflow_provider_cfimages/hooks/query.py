@@ -19,14 +19,13 @@ from typing import Any, Literal
 import pendulum
 
 from airflow_provider_cfimages.hooks.rfc3339 import parse_rfc3339
+from airflow_provider_cfimages.utils.validation import is_absent
 
 SortOrder = Literal["asc", "desc"]
 SORT_ORDERS: tuple[SortOrder, ...] = ("asc", "desc")
 MIN_PER_PAGE = 10
 MAX_PER_PAGE = 10_000
 DEFAULT_PER_PAGE = 1000
-# What an unset Jinja value renders to; treated as "not given".
-_ABSENT_STRINGS = {"", "None", "none", "null"}
 
 
 class Verdict(enum.Enum):
@@ -132,7 +131,7 @@ def parse_instant(value: Any, *, name: str) -> dt.datetime | None:
 
     Naive values are taken as UTC, as Airflow does. Returns an aware datetime or ``None``.
     """
-    if value is None or (isinstance(value, str) and value.strip() in _ABSENT_STRINGS):
+    if is_absent(value):
         return None
     if isinstance(value, dt.datetime):
         return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
@@ -200,7 +199,7 @@ def _sort_order(value: Any) -> SortOrder:
 
 
 def _creator(value: Any) -> str | None:
-    if value is None or (isinstance(value, str) and value.strip() in _ABSENT_STRINGS):
+    if is_absent(value):
         return None
     if not isinstance(value, str):
         raise ValueError(f"creator must be a string; got {type(value).__name__} {value!r}.")
@@ -208,7 +207,7 @@ def _creator(value: Any) -> str | None:
 
 
 def _limit(value: Any, name: str) -> int | None:
-    if value is None or (isinstance(value, str) and value.strip() in _ABSENT_STRINGS):
+    if is_absent(value):
         return None
     number = _whole_number(value, name, "a whole number >= 1 (or None for no limit)")
     if number < 1:

@@ -18,16 +18,15 @@ from airflow_provider_cfimages.sensors.conditions import (
     DEFAULT_MAX_PAGES,
     ImageConditionChecker,
     ImageConditions,
-    whole_number,
 )
 from airflow_provider_cfimages.triggers.images import CloudflareImagesTrigger
+from airflow_provider_cfimages.utils.validation import check_whole, is_absent
 from airflow_provider_cfimages.version_compat import AirflowSkipException, conf
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
 # What an unset Jinja value renders to; treated as "not given".
-_ABSENT_STRINGS = {"", "None", "none", "null"}
 
 
 class CloudflareImagesSensor(BaseSensorOperator):
@@ -101,11 +100,13 @@ class CloudflareImagesSensor(BaseSensorOperator):
         self.image_ids = image_ids
         self.filename = filename
         self.uploaded_after = uploaded_after
-        self.min_count = whole_number(min_count, "min_count")
+        self.min_count = check_whole("min_count", min_count, minimum=1)
         self.creator = creator
         self.per_page = ImageQuery.build(per_page=per_page).per_page
-        self.max_pages = None if max_pages is None else whole_number(max_pages, "max_pages")
-        self.max_images_in_xcom = whole_number(max_images_in_xcom, "max_images_in_xcom")
+        self.max_pages = (
+            None if max_pages is None else check_whole("max_pages", max_pages, minimum=1)
+        )
+        self.max_images_in_xcom = check_whole("max_images_in_xcom", max_images_in_xcom, minimum=1)
         self.deferrable = deferrable
         self._check_conditions_early()
 
@@ -241,6 +242,4 @@ def _is_literal(value: Any) -> bool:
 
 
 def _given(value: str | None) -> str | None:
-    if isinstance(value, str) and value.strip() in _ABSENT_STRINGS:
-        return None
-    return value
+    return None if is_absent(value) else value

@@ -20,7 +20,7 @@ from airflow_provider_cfimages.sensors.conditions import (
     ImageConditions,
 )
 from airflow_provider_cfimages.triggers.images import CloudflareImagesTrigger
-from airflow_provider_cfimages.utils.validation import check_whole, is_absent
+from airflow_provider_cfimages.utils.validation import check_whole, is_absent, is_unrendered
 from airflow_provider_cfimages.version_compat import AirflowSkipException, conf
 
 if TYPE_CHECKING:
@@ -226,19 +226,8 @@ class CloudflareImagesSensor(BaseSensorOperator):
     def _check_conditions_early(self) -> None:
         """Check the conditions when the DAG is parsed, if no value waits for a template."""
         values = (self.image_ids, self.filename, self.uploaded_after, self.creator)
-        if all(_is_literal(value) for value in values):
+        if not any(is_unrendered(value) for value in values):
             self._build_conditions()
-
-
-def _is_literal(value: Any) -> bool:
-    """Whether a value is final as given (not a Jinja template, an XComArg or the like)."""
-    if value is None or isinstance(value, (dt.date, int, float)):
-        return True
-    if isinstance(value, str):
-        return "{{" not in value and "{%" not in value
-    if isinstance(value, (list, tuple)):
-        return all(isinstance(item, str) and _is_literal(item) for item in value)
-    return False
 
 
 def _given(value: str | None) -> str | None:

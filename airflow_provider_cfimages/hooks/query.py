@@ -7,6 +7,10 @@ whether listing can stop because the sort order puts every later image outside i
 The window is half-open, ``uploaded_after <= uploaded < uploaded_before``, so consecutive
 data intervals (``{{ data_interval_start }}`` .. ``{{ data_interval_end }}``) neither
 overlap nor leave gaps.
+
+Upload times are parsed here for the whole provider, the emulator included; since the
+emulator runs on the standard library and msgspec alone, pendulum is imported only by the
+functions that use it.
 """
 
 from __future__ import annotations
@@ -15,10 +19,6 @@ import datetime as dt
 import enum
 from dataclasses import dataclass
 from typing import Any, Literal
-
-import pendulum
-
-from airflow_provider_cfimages.hooks.rfc3339 import parse_rfc3339
 
 SortOrder = Literal["asc", "desc"]
 SORT_ORDERS: tuple[SortOrder, ...] = ("asc", "desc")
@@ -139,6 +139,8 @@ def parse_instant(value: Any, *, name: str) -> dt.datetime | None:
     if isinstance(value, dt.date):
         return dt.datetime(value.year, value.month, value.day, tzinfo=dt.timezone.utc)
     if isinstance(value, str):
+        import pendulum
+
         try:
             parsed = pendulum.parse(value.strip(), tz="UTC")
         except (ValueError, TypeError, pendulum.parsing.exceptions.ParserError) as err:
@@ -156,18 +158,55 @@ def parse_instant(value: Any, *, name: str) -> dt.datetime | None:
 
 
 def parse_uploaded(value: Any) -> dt.datetime | None:
-    """Parse an image's ``uploaded`` field (RFC 3339); ``None`` if it cannot be read."""
+    """Parse an image's ``uploaded`` field; ``None`` if it cannot be read.
+
+    A value without a UTC offset is taken as UTC, as :func:`parse_instant` does.
+
+    :param value: the field as the API returned it (``2024-03-05T10:22:31.123Z``).
+    """
     if not isinstance(value, str):
         return None
     try:
-        # The fast path, for what the API writes (on Python 3.11+).
-        parsed = dt.datetime.fromisoformat(value)
+        parsed = _read_iso_datetime(value)
     except ValueError:
-        try:
-            return parse_rfc3339(value)  # "Z" on 3.10, a lower-case "t"/"z", a leap second
-        except ValueError:
-            return None
+        return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+
+
+def parse_rfc3339(text: str) -> dt.datetime:
+    """Parse an RFC 3339 date-time, which always carries its UTC offset (or ``Z``).
+
+    The emulator checks upload and expiry times with it, so it reads them as the hook does.
+
+    :param text: e.g. ``2024-03-05T10:22:31.123Z`` or ``2024-03-05T11:22:31+01:00``.
+    :raises ValueError: when ``text`` is not a date-time with an offset.
+    """
+    try:
+        parsed = _read_iso_datetime(text)
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise ValueError(f"not an RFC 3339 date-time: {text!r}")
+    return parsed
+
+
+def _read_iso_datetime(text: str) -> dt.datetime:
+    """``datetime.fromisoformat``, with pendulum's ISO 8601 parser for what it cannot read.
+
+    Python 3.10's ``fromisoformat`` reads no ``Z`` (so it becomes ``+00:00`` first), and only
+    fractions of 3 or 6 digits; pendulum reads the rest (``.5``, nanoseconds).
+    """
+    if text[-1:] in ("Z", "z"):
+        text = text[:-1] + "+00:00"
+    try:
+        return dt.datetime.fromisoformat(text)
+    except ValueError:
+        from pendulum.parsing import parse_iso8601
+
+        parsed = parse_iso8601(text)  # raises ValueError too
+    if not isinstance(parsed, dt.datetime):  # a date, a time or a duration
+        raise ValueError(f"not a date-time: {text!r}")
+    return parsed
 
 
 def _whole_number(value: Any, name: str, expected: str) -> int:

@@ -17,7 +17,7 @@ from airflow_provider_cfimages.exceptions import (
     CloudflareImagesConfigError,
     CloudflareImagesError,
 )
-from airflow_provider_cfimages.hooks.rfc3339 import parse_rfc3339
+from airflow_provider_cfimages.hooks.query import parse_rfc3339
 from airflow_provider_cfimages.sensors.images import CloudflareImagesSensor
 from airflow_provider_cfimages.triggers.images import CloudflareImagesTrigger
 from tests.compat import (

@@ -16,9 +16,6 @@ import enum
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import pendulum
-
-from airflow_provider_cfimages.hooks.rfc3339 import parse_rfc3339
 from airflow_provider_cfimages.utils.validation import is_absent
 
 SortOrder = Literal["asc", "desc"]
@@ -138,6 +135,8 @@ def parse_instant(value: Any, *, name: str) -> dt.datetime | None:
     if isinstance(value, dt.date):
         return dt.datetime(value.year, value.month, value.day, tzinfo=dt.timezone.utc)
     if isinstance(value, str):
+        import pendulum
+
         try:
             parsed = pendulum.parse(value.strip(), tz="UTC")
         except (ValueError, TypeError, pendulum.parsing.exceptions.ParserError) as err:
@@ -152,21 +151,6 @@ def parse_instant(value: Any, *, name: str) -> dt.datetime | None:
     raise ValueError(
         f"{name} must be a datetime or a date-time string; got {type(value).__name__} {value!r}."
     )
-
-
-def parse_uploaded(value: Any) -> dt.datetime | None:
-    """Parse an image's ``uploaded`` field (RFC 3339); ``None`` if it cannot be read."""
-    if not isinstance(value, str):
-        return None
-    try:
-        # The fast path, for what the API writes (on Python 3.11+).
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        try:
-            return parse_rfc3339(value)  # "Z" on 3.10, a lower-case "t"/"z", a leap second
-        except ValueError:
-            return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
 
 
 def _whole_number(value: Any, name: str, expected: str) -> int:

@@ -34,7 +34,6 @@ from airflow_provider_cfimages.hooks.query import (
     MAX_PER_PAGE,
     ImageQuery,
     parse_instant,
-    parse_uploaded,
 )
 from airflow_provider_cfimages.inventory import (
     InventoryManifest,
@@ -57,6 +56,7 @@ from airflow_provider_cfimages.reconcile.engine import (
     actual_records,
     expected_records,
 )
+from airflow_provider_cfimages.utils.timestamps import parse_uploaded
 from airflow_provider_cfimages.utils.validation import (
     check_flag,
     check_positive,

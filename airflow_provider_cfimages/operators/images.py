@@ -653,7 +653,7 @@ class CloudflareImagesReconcileOperator(BaseOperator):
             result["expected"],
             self.key,
             result["actual"],
-            f" (using {disk_bytes / 1_000_000:.1f} MB of temporary disk)",
+            f" ({disk_bytes // 1_000_000} MB of temporary disk)" if disk_bytes >= 1_000_000 else "",
             result["matched"],
             result["missing_count"],
             result["unexpected_count"],

@@ -8,8 +8,8 @@ Memory stays bounded at millions of keys a side because the comparison runs in S
 sides are inserted, indexed by key, and compared with ``NOT EXISTS`` (missing, unexpected),
 ``GROUP BY ... HAVING count(*) > 1`` (duplicates) and a join on the key (metadata drift).
 The file is unlinked as soon as it is open, so nothing is left behind even if the task
-is killed; SQLite's own sort spill files go to its temporary directory (``SQLITE_TMPDIR``
-or ``TMPDIR``) and are unlinked the same way.
+is killed. SQLite's own spill files for sorting go to its temporary directory
+(``SQLITE_TMPDIR``, else ``TMPDIR``, else ``/var/tmp`` or ``/tmp``), also unlinked at once.
 
 Keys are compared as given, byte for byte (case and whitespace included), and sorted as
 Python sorts text. Rows are emitted kind by kind (in :data:`ROW_KINDS` order), each kind

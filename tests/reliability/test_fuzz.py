@@ -468,7 +468,7 @@ def test_any_export_file_reconciles_or_fails_with_a_provider_error(
     name, data = source
     path = tmp_path / name.replace("source", "export")
     path.write_bytes(data)
-    reconciler = Reconciler(key="id", compare_meta=meta, spill_at=3, temp_dir=str(tmp_path))
+    reconciler = Reconciler(key="id", compare_meta=meta, batch_size=3, temp_dir=str(tmp_path))
     expected = expected_records(["a", "b"], key_field="id", parameter="expected")
     images = InventoryReader(InventorySource.parse(str(path), parameter="actual_from")).images()
     actual = actual_records(images, key="id", compare_meta=meta)

@@ -17,6 +17,7 @@ import pytest
 from airflow_provider_cfimages.emulator import EmulatorServer
 from airflow_provider_cfimages.exceptions import CloudflareImagesError
 from airflow_provider_cfimages.operators.images import CloudflareImagesReconcileOperator
+from airflow_provider_cfimages.reconcile.engine import canonical_meta
 from airflow_provider_cfimages.reconcile.sql import DEFAULT_FETCH_SIZE, ExpectedQuery, db_api_hook
 from tests.pg_server import PostgresServer
 from tests.reconcile.conftest import served
@@ -157,8 +158,13 @@ def test_psycopg2_streams_through_its_named_cursor_too(
 ) -> None:
     # PostgresHook connects with psycopg (3) when it serves SQLAlchemy 2, else psycopg2.
     psycopg2 = pytest.importorskip("psycopg2", reason="psycopg2 comes with the postgres provider")
-    load("images", "image_id text", [(f"id-{n:05d}",) for n in range(25_000)], ("text",))
-    query = ExpectedQuery(conn_id=CONN_ID, sql="SELECT image_id FROM images /* psycopg2-test */")
+    rows = [(f"id-{n:05d}", json.dumps({"n": n, "a": [n]})) for n in range(25_000)]
+    load("images", "image_id text, meta jsonb", rows, ("text", "jsonb"))
+    query = ExpectedQuery(
+        conn_id=CONN_ID,
+        sql="SELECT image_id, meta FROM images ORDER BY image_id /* psycopg2-test */",
+        meta_column="meta",
+    )
     monkeypatch.setattr(
         type(query.hook),
         "get_conn",
@@ -167,7 +173,10 @@ def test_psycopg2_streams_through_its_named_cursor_too(
         ),
     )
 
-    assert sum(1 for _ in query.values()) == 25_000
+    records = list(query.records())
+
+    assert len(records) == 25_000
+    assert records[7] == ("id-00007", canonical_meta({"a": [7], "n": 7}))
 
     fetches = [s for s in statements_of(pg, "psycopg2-test") if s.startswith("FETCH FORWARD")]
     assert fetches == [f'FETCH FORWARD {DEFAULT_FETCH_SIZE} FROM "cfimages_expected"'] * 4

@@ -7,6 +7,8 @@ place.
 
 from __future__ import annotations
 
+import contextlib
+
 try:
     from airflow.sdk import conf
     from airflow.sdk.exceptions import AirflowException, AirflowSkipException
@@ -19,4 +21,23 @@ try:
 except ImportError:  # pragma: no cover - Airflow < 3.2
     from airflow.utils.log.secrets_masker import mask_secret  # type: ignore[no-redef]
 
-__all__ = ["AirflowException", "AirflowSkipException", "conf", "mask_secret"]
+# What BaseHook.get_connection raises for an unknown connection id: the Task SDK's class on
+# 3.2+, the core one before (some code paths of 3.2+ still raise the core one).
+_not_found: list[type[Exception]] = []
+with contextlib.suppress(ImportError):
+    from airflow.sdk.exceptions import AirflowNotFoundException as _SdkNotFound
+
+    _not_found.append(_SdkNotFound)
+with contextlib.suppress(ImportError):
+    from airflow.exceptions import AirflowNotFoundException as _CoreNotFound
+
+    _not_found.append(_CoreNotFound)
+CONNECTION_NOT_FOUND_ERRORS: tuple[type[Exception], ...] = tuple(dict.fromkeys(_not_found))
+
+__all__ = [
+    "CONNECTION_NOT_FOUND_ERRORS",
+    "AirflowException",
+    "AirflowSkipException",
+    "conf",
+    "mask_secret",
+]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.conftest_emulator"]
+pytest_plugins = ["tests.conftest_emulator", "tests.conftest_postgres"]
 
 # Airflow reads its home and config at import time, so isolate it before anything imports it.
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="cfimages-airflow-home-"))

@@ -11,14 +11,25 @@
         emu.backend         # ImagesBackend: the inventory, usable without HTTP
         emu.faults          # FaultPlan: 429s, 5xx pages, dropped connections, ...
 
+    with EmulatorServer(images=500, accounts=3) as emu:    # several accounts
+        emu.accounts        # [EmulatorAccount]: account_id, api_token, backend, ...
+
 From a shell: ``python -m airflow_provider_cfimages.emulator --images 25000 --seed 7``
 (or ``cfimages-emulator``). Depends only on the standard library and msgspec.
 """
 
 from __future__ import annotations
 
+from airflow_provider_cfimages.emulator.accounts import EmulatorAccount
 from airflow_provider_cfimages.emulator.backend import ImagesBackend
 from airflow_provider_cfimages.emulator.faults import FaultPlan, FaultRule
 from airflow_provider_cfimages.emulator.server import EmulatorServer, RequestRecord
 
-__all__ = ["EmulatorServer", "FaultPlan", "FaultRule", "ImagesBackend", "RequestRecord"]
+__all__ = [
+    "EmulatorAccount",
+    "EmulatorServer",
+    "FaultPlan",
+    "FaultRule",
+    "ImagesBackend",
+    "RequestRecord",
+]

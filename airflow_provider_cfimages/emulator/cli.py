@@ -2,7 +2,11 @@
 
 Prints where it listens and the credentials it accepts, including a ready
 ``export AIRFLOW_CONN_CLOUDFLARE_IMAGES_DEFAULT='...'`` line, then serves until Ctrl-C or
-SIGTERM. Lines before "Press Ctrl-C" are ``name: value`` pairs, so a script can read them.
+SIGTERM. Lines before "Press Ctrl-C" are ``name: value`` pairs or ``export`` lines, so a
+script can read them. With several accounts (``--accounts N``, or a ``--seed-file`` naming
+accounts) each account ``n`` (from 1) also gets ``account_<n>_id``, ``account_<n>_api_token``
+and ``account_<n>_images`` lines and an ``export AIRFLOW_CONN_CLOUDFLARE_IMAGES_ACCOUNT_<n>``
+line; the first account is also the default connection.
 """
 
 from __future__ import annotations
@@ -53,6 +57,12 @@ def _account_id(text: str) -> str:
     return text
 
 
+def _account_count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError("expected a number of accounts >= 1, e.g. 3")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     parser = argparse.ArgumentParser(
@@ -61,9 +71,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (loopback)")
     parser.add_argument("--port", type=int, default=8787, help="port; 0 picks a free one")
-    parser.add_argument("--images", type=int, default=0, help="generated images to seed")
+    parser.add_argument(
+        "--images", type=int, default=0, help="generated images to seed (in every account)"
+    )
+    parser.add_argument(
+        "--accounts",
+        type=_account_count,
+        metavar="N",
+        help="serve N accounts, each with its own inventory and credentials",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated inventory")
-    parser.add_argument("--seed-file", help="JSON list or JSON Lines file of images to seed")
+    parser.add_argument(
+        "--seed-file",
+        help='JSON list or JSON Lines file of images to seed, or {"accounts": {"<id>": [...]}}',
+    )
     parser.add_argument("--account-id", type=_account_id, help="32-hex account id")
     parser.add_argument("--token", help="the API token to accept")
     parser.add_argument("--email", help="the email to accept with the global API key")
@@ -107,6 +128,30 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _inventory_size(emulator: EmulatorServer) -> str:
+    accounts = emulator.accounts
+    total = sum(account.backend.count for account in accounts)
+    return f"{total} images" + (f" in {len(accounts)} accounts" if len(accounts) > 1 else "")
+
+
+def _account_lines(emulator: EmulatorServer) -> list[str]:
+    """Each account's id, token, size and ready connection, when there are several."""
+    if len(emulator.accounts) < 2:
+        return []
+    lines = []
+    connections = emulator.account_connections()
+    for number, (account, (conn_id, connection)) in enumerate(
+        zip(emulator.accounts, connections.items(), strict=True), start=1
+    ):
+        lines += [
+            f"account_{number}_id: {account.account_id}",
+            f"account_{number}_api_token: {account.api_token}",
+            f"account_{number}_images: {account.backend.count}",
+            f"export AIRFLOW_CONN_{conn_id.upper()}={shlex.quote(connection)}",
+        ]
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the emulator until interrupted; returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -130,10 +175,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             email=args.email,
             global_key=args.global_key,
             faults=faults,
+            accounts=args.accounts,
             verbose=args.verbose,
         )
         emulator.start()
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError) as error:  # SeedFileError is a ValueError
         print(f"cfimages-emulator: {error}", file=sys.stderr)
         return 2
 
@@ -151,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
     lines = [
-        f"Cloudflare Images emulator serving {emulator.backend.count} images "
+        f"Cloudflare Images emulator serving {_inventory_size(emulator)} "
         f"(seeded in {emulator.seed_seconds:.2f}s)",
         f"base_url: {emulator.base_url}",
         f"account_id: {emulator.account_id}",
@@ -160,6 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"global_key: {emulator.global_key}",
         f"control: {emulator.control_url}/faults",
         "export AIRFLOW_CONN_CLOUDFLARE_IMAGES_DEFAULT=" + shlex.quote(emulator.connection_json()),
+        *_account_lines(emulator),
         "Press Ctrl-C to stop.",
     ]
     print("\n".join(lines), flush=True)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import random
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -40,6 +41,7 @@ CREATORS: tuple[str, ...] = ("user-1024", "user-2048", "importer", "cms-sync", "
 SEED_START_MS = 1_609_459_200_000
 SEED_END_MS = 1_735_689_600_000
 MAX_METADATA_BYTES = 1024
+_ACCOUNT_ID = re.compile(r"^[0-9a-f]{32}$")
 
 # Filenames that break CSV writers, shell scripts and naive parsers; real inventories have them.
 _AWKWARD_FILENAMES: tuple[str, ...] = (
@@ -265,6 +267,22 @@ def read_seed_file(path: str | Path) -> list[dict[str, Any]]:
     ``result.images`` (a saved API response); or one image object per line. Every image
     needs an ``id`` and an RFC 3339 ``uploaded``; all other keys are kept as written.
 
+    :raises SeedFileError: when the file is not one of those forms (or names accounts: see
+        :func:`read_seed_inventories`).
+    """
+    inventories = read_seed_inventories(path)
+    if None not in inventories:
+        raise SeedFileError(f"{path}: the file names accounts; read it with read_seed_inventories")
+    return inventories[None]
+
+
+def read_seed_inventories(path: str | Path) -> dict[str | None, list[dict[str, Any]]]:
+    """Read the inventories of a seed file: one account's, or those of the accounts it names.
+
+    Besides the forms of :func:`read_seed_file` (returned under the key ``None``: the
+    emulator's first account), an object ``{"accounts": {"<32-hex id>": [images], ...}}``
+    names each account and its images, in the order given.
+
     :raises SeedFileError: when the file is not one of those forms.
     """
     path = Path(path)
@@ -272,7 +290,6 @@ def read_seed_file(path: str | Path) -> list[dict[str, Any]]:
     try:
         document: Any = msgspec.json.decode(raw)
     except msgspec.DecodeError:
-        document = None
         images = []
         for number, line in enumerate(raw.splitlines(), start=1):
             if not line.strip():
@@ -281,19 +298,37 @@ def read_seed_file(path: str | Path) -> list[dict[str, Any]]:
                 images.append(msgspec.json.decode(line))
             except msgspec.DecodeError as exc:
                 raise SeedFileError(f"{path}:{number}: not a JSON object: {exc}") from exc
-    else:
-        if isinstance(document, dict):
-            if isinstance(document.get("result"), dict):
-                document = document["result"]
-            document = document.get("images")
-        if not isinstance(document, list):
-            raise SeedFileError(
-                f"{path}: expected a JSON list of images, an object with 'images', or JSON Lines"
-            )
-        images = document
+        return {None: _checked_images(path, images)}
+    if isinstance(document, dict) and "accounts" in document:
+        accounts = document["accounts"]
+        if not isinstance(accounts, dict) or not accounts:
+            raise SeedFileError(f"{path}: 'accounts' must map account ids to lists of images")
+        inventories: dict[str | None, list[dict[str, Any]]] = {}
+        for account_id, images in accounts.items():
+            if not isinstance(account_id, str) or not _ACCOUNT_ID.match(account_id):
+                raise SeedFileError(f"{path}: account id {account_id!r} is not 32 lowercase hex")
+            if not isinstance(images, list):
+                raise SeedFileError(f"{path}: account {account_id}: expected a list of images")
+            inventories[account_id] = _checked_images(path, images, f"account {account_id}: ")
+        return inventories
+    if isinstance(document, dict):
+        if isinstance(document.get("result"), dict):
+            document = document["result"]
+        document = document.get("images")
+    if not isinstance(document, list):
+        raise SeedFileError(
+            f"{path}: expected a JSON list of images, an object with 'images' or 'accounts', "
+            "or JSON Lines"
+        )
+    return {None: _checked_images(path, document)}
+
+
+def _checked_images(path: Path, images: list[Any], where: str = "") -> list[dict[str, Any]]:
     for number, image in enumerate(images, start=1):
         if not isinstance(image, dict) or not isinstance(image.get("id"), str):
-            raise SeedFileError(f"{path}: image #{number} is not an object with a string 'id'")
+            raise SeedFileError(
+                f"{path}: {where}image #{number} is not an object with a string 'id'"
+            )
         if not isinstance(image.get("uploaded"), str):
-            raise SeedFileError(f"{path}: image #{number} has no RFC 3339 'uploaded' string")
+            raise SeedFileError(f"{path}: {where}image #{number} has no RFC 3339 'uploaded' string")
     return images

@@ -17,6 +17,7 @@ and written with TCP_NODELAY so small responses are not held back by Nagle's alg
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import re
 import secrets
@@ -27,7 +28,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import HTTP as HTTP_POLICY
@@ -38,16 +39,19 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import msgspec
 
+from airflow_provider_cfimages.emulator.accounts import (
+    AccountRegistry,
+    EmulatorAccount,
+    nth_account_id,
+)
 from airflow_provider_cfimages.emulator.auth import (
     Credentials,
     Headers,
-    authenticate,
     default_account_id,
     default_credentials,
 )
 from airflow_provider_cfimages.emulator.backend import ImagesBackend
 from airflow_provider_cfimages.emulator.errors import (
-    AuthenticationError,
     BadRequest,
     CloudflareAPIError,
     ImagesMustBeUploadedAsForm,
@@ -57,6 +61,7 @@ from airflow_provider_cfimages.emulator.errors import (
     NoRoute,
 )
 from airflow_provider_cfimages.emulator.faults import FaultPlan, edge_error_page, json_error_for
+from airflow_provider_cfimages.emulator.seed import read_seed_inventories
 
 API_ROOT = "/client/v4"
 CONTROL_ROOT = "/__emulator__"
@@ -70,6 +75,10 @@ _decode = msgspec.json.decode
 _ACCOUNT_PATH = re.compile(r"^/client/v4/accounts/(?P<account_id>[^/]+)(?P<rest>/.*)?$")
 _ACCOUNT_ID = re.compile(r"^[0-9a-fA-F]{32}$")
 _SUCCESS_TAIL = b',"success":true,"errors":[],"messages":[]}'
+# The account the request being handled is for (each request runs in its own thread).
+_current_account: contextvars.ContextVar[EmulatorAccount] = contextvars.ContextVar(
+    "cfimages_emulator_account"
+)
 
 
 # --- requests and responses --------------------------------------------------------------
@@ -249,6 +258,11 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route("/__emulator__/reset", {"POST": "control_reset"}, control=True),
     Route(
+        "/__emulator__/accounts/(?P<account_id>[0-9a-f]{32})/direct_upload/(?P<image_id>.+)",
+        {"POST": "control_direct_upload"},
+        control=True,
+    ),
+    Route(
         "/__emulator__/direct_upload/(?P<image_id>.+)",
         {"POST": "control_direct_upload"},
         control=True,
@@ -287,20 +301,34 @@ def api_path_of(path: str) -> str:
 class EmulatorApp:
     """Answers parsed requests: the Images API and the control API.
 
-    :param backend: the account's state.
+    Several accounts may be served (:meth:`add_account`), each with its own inventory and
+    credentials; the faults, the rate limit among them, are the server's, shared by all of
+    them as if one Cloudflare user held every account.
+
+    :param backend: the (first) account's state.
     :param faults: the armed faults (rate limit and list behaviour are applied here; the
         transport-level ones by the HTTP handler).
-    :param credentials: what authentication accepts.
+    :param credentials: what authentication accepts for the first account.
     """
 
     def __init__(self, backend: ImagesBackend, faults: FaultPlan, credentials: Credentials) -> None:
-        self.backend = backend
+        self.accounts = AccountRegistry(EmulatorAccount(credentials, backend))
         self.faults = faults
         self.credentials = credentials
         self.base_url = ""
         self._records: deque[RequestRecord] = deque(maxlen=MAX_RECORDS)
         self._records_lock = threading.Lock()
         self._counter = 0
+
+    @property
+    def backend(self) -> ImagesBackend:
+        """The inventory of the account the current request is for (outside a request, and
+        for the control API, the first account's)."""
+        return _current_account.get(self.accounts.primary).backend
+
+    def add_account(self, account: EmulatorAccount) -> EmulatorAccount:
+        """Serve one more account (its own inventory and credentials)."""
+        return self.accounts.add(account)
 
     # --- request log -----------------------------------------------------------------
 
@@ -382,14 +410,16 @@ class EmulatorApp:
         handler_name = route.methods.get(request.method)
         if handler_name is None:
             raise MethodNotAllowed(request.method, sorted(route.methods))
-        authenticate(request.headers, self.credentials)
-        if account_id.lower() != self.credentials.account_id:
-            # Valid credentials, but not for this account: the gateway says 10000.
-            raise AuthenticationError()
+        # Valid credentials, but not for this account: the gateway says 10000.
+        account = self.accounts.authenticate(request.headers, account_id.lower())
         self.faults.check_rate_limit()
         params = {name: unquote(value) for name, value in found.groupdict().items()}
         handler: Callable[[Request, dict[str, str]], Response] = getattr(self, handler_name)
-        return handler(request, params)
+        token = _current_account.set(account)
+        try:
+            return handler(request, params)
+        finally:
+            _current_account.reset(token)
 
     def _dispatch_control(self, request: Request) -> Response:
         for route in _CONTROL_ROUTES:
@@ -523,7 +553,8 @@ class EmulatorApp:
         return success(self.faults.describe())
 
     def control_reset(self, request: Request, params: dict[str, str]) -> Response:
-        self.backend.reset()
+        for account in self.accounts:
+            account.backend.reset()
         self.faults.clear()
         self.clear_records()
         return success({"images": self.backend.count})
@@ -533,7 +564,10 @@ class EmulatorApp:
         file = fields.get("file")
         if file is None:
             raise BadRequest("the form needs a 'file' field")
-        image = self.backend.complete_direct_upload(params["image_id"], file.filename or "image")
+        account = self.accounts.get(params.get("account_id") or self.accounts.primary.account_id)
+        if account is None:
+            raise NoRoute()
+        image = account.backend.complete_direct_upload(params["image_id"], file.filename or "image")
         return success(image)
 
     # --- edge faults -------------------------------------------------------------------
@@ -744,9 +778,22 @@ class EmulatorServer:
     The account id and credentials derive from ``seed`` unless given, so the same seed gives
     the same connection on every run.
 
-    :param images: how many generated images to seed.
-    :param seed: the generator seed (see :mod:`~.seed`).
-    :param seed_file: a JSON / JSON Lines file of images to seed (kept as written).
+    Several accounts, each with its own inventory and credentials::
+
+        with EmulatorServer(images=500, accounts=3) as emu:
+            for account in emu.accounts:    # EmulatorAccount: account_id, api_token, backend
+                emu.connection_json(account_id=account.account_id)
+
+    The first account is the primary one: ``account_id``, ``api_token``, ``backend`` and the
+    rest are its. The faults (the rate limit among them) are the server's, shared by every
+    account, as when one Cloudflare user holds them all.
+
+    :param images: how many generated images to seed (in every account).
+    :param seed: the generator seed (see :mod:`~.seed`); account ``n`` (from 0) uses
+        ``seed + n``, so each account holds a different inventory.
+    :param seed_file: a JSON / JSON Lines file of images to seed (kept as written), or one
+        that names accounts (``{"accounts": {"<32-hex id>": [images]}}``; see
+        :func:`~.seed.read_seed_inventories`), which are then the server's accounts.
     :param host: the interface to bind; loopback by default.
     :param port: the port; 0 picks a free one.
     :param account_id: the 32-hex account id.
@@ -756,6 +803,8 @@ class EmulatorServer:
     :param faults: a :class:`FaultPlan` to use (a new one otherwise).
     :param backend: an existing backend to serve (its inventory is kept; ``images`` and
         ``seed_file`` add to it).
+    :param accounts: how many accounts to serve (ids derived from ``seed``), or their ids;
+        the first is the primary (``account_id``, if given, must not contradict it).
     :param verbose: log each request to stderr.
     """
 
@@ -773,10 +822,19 @@ class EmulatorServer:
         faults: FaultPlan | None = None,
         *,
         backend: ImagesBackend | None = None,
+        accounts: int | Sequence[str] | None = None,
         verbose: bool = False,
     ) -> None:
         if backend is not None and account_id is not None and backend.account_id != account_id:
             raise ValueError("account_id differs from the given backend's account_id")
+        started = time.perf_counter()
+        inventories = read_seed_inventories(seed_file) if seed_file is not None else {}
+        account_ids = _account_ids(accounts, inventories, seed)
+        first_given = backend.account_id if backend is not None else account_id
+        if account_ids and first_given is not None and first_given.lower() != account_ids[0]:
+            raise ValueError("account_id differs from the first of the accounts")
+        if account_ids and account_id is None and backend is None:
+            account_id = account_ids[0]
         account_id = backend.account_id if backend is not None else account_id
         account_id = (account_id or default_account_id(seed)).lower()
         defaults = default_credentials(account_id)
@@ -787,18 +845,23 @@ class EmulatorServer:
             global_key=global_key or defaults.global_key,
         )
         self.backend = backend if backend is not None else ImagesBackend(account_id)
-        started = time.perf_counter()
-        if seed_file is not None:
-            self.backend.seed_from_file(seed_file)
+        first_images = inventories.get(None) or inventories.get(account_id)
+        if first_images:
+            self.backend.load(first_images)
         if images:
             self.backend.seed(images, seed)
-        #: seconds spent seeding
-        self.seed_seconds = time.perf_counter() - started
         self.faults = faults if faults is not None else FaultPlan()
         self.app = EmulatorApp(self.backend, self.faults, self.credentials)
+        self._httpd: _HTTPServer | None = None
+        self._seed = seed
+        for index, extra_id in enumerate(account_ids[1:], start=1):
+            account = self.add_account(extra_id, images=images, seed=seed + index)
+            if inventories.get(extra_id):
+                account.backend.load(inventories[extra_id])
+        #: seconds spent seeding
+        self.seed_seconds = time.perf_counter() - started
         self._host = host
         self._port = port
-        self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.verbose = verbose
 
@@ -812,7 +875,10 @@ class EmulatorServer:
         httpd.verbose = self.verbose
         self._httpd = httpd
         self.app.base_url = self.base_url
-        self.backend.direct_upload_base_url = f"{self.origin}{CONTROL_ROOT}/direct_upload"
+        for account in self.app.accounts:
+            account.backend.direct_upload_base_url = self._direct_upload_base_url(
+                account.account_id
+            )
         self._thread = threading.Thread(
             target=httpd.serve_forever,
             kwargs={"poll_interval": 0.1},
@@ -843,6 +909,66 @@ class EmulatorServer:
 
     def __enter__(self) -> EmulatorServer:
         return self.start()
+
+    # --- accounts ----------------------------------------------------------------------
+
+    def add_account(
+        self,
+        account_id: str | None = None,
+        *,
+        images: int = 0,
+        seed: int | None = None,
+        api_token: str | None = None,
+        email: str | None = None,
+        global_key: str | None = None,
+    ) -> EmulatorAccount:
+        """Serve one more account, with its own inventory and credentials (also while
+        running).
+
+        :param account_id: its 32-hex id; derived from the server's accounts so far when
+            not given.
+        :param images: how many generated images to seed into it.
+        :param seed: the generator seed of its images (its position among the accounts by
+            default, so accounts differ).
+        :param api_token: the API token it accepts (derived from its id by default).
+        :param email: the email it accepts with its global API key.
+        :param global_key: the global API key it accepts.
+        """
+        index = len(self.app.accounts)
+        account_id = (account_id or nth_account_id(self._seed, index)).lower()
+        defaults = default_credentials(account_id)
+        credentials = Credentials(
+            account_id=account_id,
+            api_token=api_token or defaults.api_token,
+            email=email or defaults.email,
+            global_key=global_key or defaults.global_key,
+        )
+        backend = ImagesBackend(account_id)
+        if images:
+            backend.seed(images, index if seed is None else seed)
+        if self._httpd is not None:
+            backend.direct_upload_base_url = self._direct_upload_base_url(account_id)
+        return self.app.add_account(EmulatorAccount(credentials, backend))
+
+    @property
+    def accounts(self) -> list[EmulatorAccount]:
+        """Every account served, the primary one first."""
+        return list(self.app.accounts)
+
+    def account(self, account_id: str) -> EmulatorAccount:
+        """The served account with this id.
+
+        :raises KeyError: no such account.
+        """
+        found = self.app.accounts.get(account_id)
+        if found is None:
+            raise KeyError(f"the emulator serves no account {account_id!r}")
+        return found
+
+    def _direct_upload_base_url(self, account_id: str) -> str:
+        if account_id == self.account_id:
+            return f"{self.origin}{CONTROL_ROOT}/direct_upload"
+        return f"{self.origin}{CONTROL_ROOT}/accounts/{account_id}/direct_upload"
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
@@ -930,23 +1056,57 @@ class EmulatorServer:
 
     # --- Airflow connection ----------------------------------------------------------
 
-    def connection_json(self, auth_type: Literal["api_token", "api_key"] = "api_token") -> str:
-        """The JSON form of a ``cloudflare_images`` Airflow connection to this emulator."""
-        connection: dict[str, Any] = {"conn_type": "cloudflare_images", "host": self.base_url}
-        if auth_type == "api_key":
-            connection["login"] = self.email
-            connection["password"] = self.global_key
-            connection["extra"] = {"account_id": self.account_id, "auth_type": "api_key"}
-        else:
-            connection["password"] = self.api_token
-            connection["extra"] = {"account_id": self.account_id}
-        return json.dumps(connection)
+    def connection_json(
+        self,
+        auth_type: Literal["api_token", "api_key"] = "api_token",
+        *,
+        account_id: str | None = None,
+    ) -> str:
+        """The JSON form of a ``cloudflare_images`` Airflow connection to this emulator.
+
+        :param auth_type: which credentials the connection carries.
+        :param account_id: the account (the primary one by default).
+        """
+        account = self.account(account_id) if account_id else self.app.accounts.primary
+        return json.dumps(account.connection(self.base_url, auth_type))
+
+    def account_connections(self, prefix: str = "cloudflare_images_account_") -> dict[str, str]:
+        """A connection id (``<prefix>1``, ``<prefix>2``, ...) and its JSON for every account,
+        in order.
+
+        :param prefix: what each connection id starts with.
+        """
+        return {
+            f"{prefix}{number}": self.connection_json(account_id=account.account_id)
+            for number, account in enumerate(self.app.accounts, start=1)
+        }
 
     def connection_uri_env(
         self, auth_type: Literal["api_token", "api_key"] = "api_token"
     ) -> dict[str, str]:
         """``{"AIRFLOW_CONN_CLOUDFLARE_IMAGES_DEFAULT": connection_json()}``."""
         return {"AIRFLOW_CONN_CLOUDFLARE_IMAGES_DEFAULT": self.connection_json(auth_type)}
+
+
+def _account_ids(
+    accounts: int | Sequence[str] | None,
+    inventories: Mapping[str | None, Any],
+    seed: int,
+) -> list[str]:
+    """The ids of the accounts to serve, from ``accounts`` or a seed file naming them."""
+    named = [account_id for account_id in inventories if account_id is not None]
+    if accounts is None:
+        return named
+    if named:
+        raise ValueError("give accounts or a seed file that names accounts, not both")
+    if isinstance(accounts, int) and not isinstance(accounts, bool):
+        if accounts < 1:
+            raise ValueError(f"accounts must be at least 1; got {accounts}")
+        return [nth_account_id(seed, index) for index in range(accounts)]
+    ids = [str(account_id).lower() for account_id in accounts]
+    if not ids or len(set(ids)) != len(ids):
+        raise ValueError(f"accounts must be distinct account ids; got {list(accounts)!r}")
+    return ids
 
 
 def iter_routes() -> Iterator[tuple[str, str, str]]:

@@ -56,6 +56,11 @@ from airflow_provider_cfimages.reconcile.engine import (
     actual_records,
     expected_records,
 )
+from airflow_provider_cfimages.reconcile.sql import (
+    ExpectedQuery,
+    check_expected_sql,
+    check_parameters,
+)
 from airflow_provider_cfimages.utils.timestamps import parse_uploaded
 from airflow_provider_cfimages.utils.validation import (
     check_flag,
@@ -398,6 +403,11 @@ class CloudflareImagesReconcileOperator(BaseOperator):
     Up to millions of keys a side are compared in bounded memory (see
     :mod:`airflow_provider_cfimages.reconcile.engine`).
 
+    With ``expected_sql`` the expected side is a query on any database connection whose hook
+    is a ``common.sql`` ``DbApiHook`` (the ``sql`` extra), its rows streamed (see
+    :mod:`airflow_provider_cfimages.reconcile.sql`): the first column is the key unless
+    ``expected_field`` names one, and ``expected_meta`` may name the column holding the meta.
+
     Returns a small summary: ``key``, ``expected`` and ``actual`` (records read),
     ``matched``, ``missing_count``, ``unexpected_count``, ``drifted_count``,
     ``duplicate_expected_count``, ``duplicate_actual_count``, ``in_sync``, the first
@@ -409,14 +419,22 @@ class CloudflareImagesReconcileOperator(BaseOperator):
     :param expected: the keys to expect: a list (of keys, of dicts holding the key under
         ``expected_field``, or of SQL rows whose first column is the key), an ``XComArg``,
         or an absolute path / ``ObjectStoragePath`` URI to a ``.txt`` (one key per line),
-        ``.csv``, ``.jsonl`` or ``.json`` file, optionally ``.gz``. (templated)
+        ``.csv``, ``.jsonl`` or ``.json`` file, optionally ``.gz``. Give either this or
+        ``expected_sql``. (templated)
+    :param expected_sql: the expected side as a query (or a ``.sql`` file) run on
+        ``expected_conn_id``, instead of ``expected``. (templated)
+    :param expected_conn_id: the database connection ``expected_sql`` runs on: any connection
+        whose hook is a ``common.sql`` ``DbApiHook``. (templated)
+    :param parameters: bind parameters of ``expected_sql``, in the driver's paramstyle
+        (``%(name)s`` for PostgreSQL and MySQL, ``:name`` for SQLite). (templated)
     :param key: what identifies an image on both sides: ``id`` or ``filename``.
     :param expected_field: the field or CSV column holding the key in expected records;
-        defaults to ``key``. (templated)
+        defaults to ``key`` (with ``expected_sql``: the column; the first by default).
+        (templated)
     :param expected_meta: compare metadata too: a mapping of key to the ``meta`` object the
         image should have, or the name of the field / CSV column of the expected records
-        holding it (a JSON object, or its text). Keys without an expected meta are not
-        compared. (templated)
+        holding it (a JSON object, or its text; with ``expected_sql``, a JSON or text column).
+        Keys without an expected meta are not compared. (templated)
     :param actual_from: the live side, instead of listing: the manifest a
         ``CloudflareImagesListOperator`` with ``output_path`` returns (its XCom), the path
         of such an export, or the list of images it returns without ``output_path``.
@@ -437,6 +455,9 @@ class CloudflareImagesReconcileOperator(BaseOperator):
 
     template_fields: Sequence[str] = (
         "expected",
+        "expected_sql",
+        "expected_conn_id",
+        "parameters",
         "expected_field",
         "expected_meta",
         "actual_from",
@@ -447,15 +468,21 @@ class CloudflareImagesReconcileOperator(BaseOperator):
     )
     template_fields_renderers = {
         "expected": "json",
+        "expected_sql": "sql",
+        "parameters": "json",
         "expected_meta": "json",
         "actual_from": "json",
     }
+    template_ext: Sequence[str] = (".sql",)
     ui_color = "#f6821f"
 
     def __init__(
         self,
         *,
-        expected: Any,
+        expected: Any = None,
+        expected_sql: str | None = None,
+        expected_conn_id: str | None = None,
+        parameters: Mapping[str, Any] | Sequence[Any] | None = None,
         key: str = "id",
         expected_field: str | None = None,
         expected_meta: Mapping[str, Any] | str | None = None,
@@ -472,6 +499,9 @@ class CloudflareImagesReconcileOperator(BaseOperator):
     ) -> None:
         super().__init__(**kwargs)
         self.expected = expected
+        self.expected_sql = expected_sql
+        self.expected_conn_id = expected_conn_id
+        self.parameters = parameters
         self.key = key
         self.expected_field = expected_field
         self.expected_meta = expected_meta
@@ -507,6 +537,8 @@ class CloudflareImagesReconcileOperator(BaseOperator):
         reconciler = Reconciler(
             key=self.key, compare_meta=self._meta_mode is not None, sample_size=self.sample_size
         )
+        if self.expected_sql:
+            self._expected_query.check_connection()
         expected = _NonEmpty(self._expected_records())
         actual = self._actual_records(query, expected)
         try:
@@ -543,9 +575,30 @@ class CloudflareImagesReconcileOperator(BaseOperator):
             return None
         return "mapping" if isinstance(self.expected_meta, Mapping) else "field"
 
+    @cached_property
+    def _expected_query(self) -> ExpectedQuery:
+        """The ``expected_sql`` side, from the rendered arguments."""
+        return ExpectedQuery(
+            conn_id=self.expected_conn_id or "",
+            sql=self.expected_sql or "",
+            parameters=self.parameters,
+            key_column=self.expected_field or None,
+            meta_column=self.expected_meta if self._meta_mode == "field" else None,
+        )
+
+    def expected_lineage_inputs(self) -> list[Any]:
+        """OpenLineage input datasets of the expected side: the tables ``expected_sql`` reads
+        (empty for other expected sides, or when they cannot be told)."""
+        if not self.expected_sql or not self.expected_conn_id:
+            return []
+        return self._expected_query.lineage_inputs()
+
     def _expected_records(self) -> Iterator[tuple[str, bytes | None]]:
         meta_field = self.expected_meta if self._meta_mode == "field" else None
         metas = self.expected_meta if self._meta_mode == "mapping" else None
+        if self.expected_sql:
+            self.log.info("Reading the expected keys: expected_sql on %s", self.expected_conn_id)
+            return self._expected_query.records(metas=metas)
         values = self._expected_values(meta_field)
         return expected_records(
             values,
@@ -573,8 +626,9 @@ class CloudflareImagesReconcileOperator(BaseOperator):
     ) -> Iterator[tuple[str, str | None, str | None, bytes | None]]:
         # The engine reads the expected side to its end before it starts on this one.
         if not expected.seen_any and not self.allow_empty_expected:
+            source = "expected_sql returned no rows" if self.expected_sql else "expected is empty"
             raise CloudflareImagesConfigError(
-                "expected is empty: an upstream query or file that returned nothing would make "
+                f"{source}: an upstream query or file that returned nothing would make "
                 "every image look unexpected. Fix the source, or set allow_empty_expected=True "
                 "if an empty inventory is really expected."
             )
@@ -630,8 +684,14 @@ class CloudflareImagesReconcileOperator(BaseOperator):
 
         if known(self.account_id):
             validate_account_id(self.account_id, source="account_id")
-        if known(self.expected):
+        if known(self.expected) and known(self.expected_sql):
+            _check_one_expected_side(self.expected, self.expected_sql)
+        if known(self.expected) and self.expected is not None:
             _check_expected(self.expected)
+        if known(self.expected_sql) and known(self.expected_conn_id):
+            check_expected_sql(self.expected_sql, self.expected_conn_id)
+        if known(self.parameters):
+            check_parameters(self.parameters)
         if known(self.expected_field) and self.expected_field is not None:
             _check_name("expected_field", self.expected_field)
         if known(self.expected_meta):
@@ -723,6 +783,16 @@ def _check_expected(expected: Any) -> None:
         raise CloudflareImagesConfigError(
             "expected must be a list of keys (or of records, or SQL rows), an XComArg, or a "
             f"path to a .txt/.csv/.jsonl/.json file; got {type(expected).__name__}."
+        )
+
+
+def _check_one_expected_side(expected: Any, expected_sql: Any) -> None:
+    given = expected is not None, expected_sql is not None and expected_sql != ""
+    if all(given) or not any(given):
+        raise CloudflareImagesConfigError(
+            "Give exactly one expected side: expected (keys, records, an XComArg or a file) "
+            "or expected_sql (a query on expected_conn_id); got "
+            f"{'both' if all(given) else 'neither'}."
         )
 
 

@@ -26,6 +26,7 @@ from tests.conftest import DagRunner
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "dags_examples"
 DAG_IDS = {
+    "cfimages_accounts",
     "cfimages_export_daily",
     "cfimages_export_incremental",
     "cfimages_reconcile",

@@ -46,10 +46,12 @@ from airflow_provider_cfimages.emulator.auth import (
     default_credentials,
 )
 from airflow_provider_cfimages.emulator.backend import ImagesBackend
+from airflow_provider_cfimages.emulator.batch import BATCH_ROOT, BatchTokens
 from airflow_provider_cfimages.emulator.errors import (
     AuthenticationError,
     BadRequest,
     CloudflareAPIError,
+    ForbiddenEndpoint,
     ImagesMustBeUploadedAsForm,
     InternalServerError,
     InvalidObjectIdentifier,
@@ -98,6 +100,14 @@ class Response:
     @property
     def length(self) -> int:
         return sum(len(chunk) for chunk in self.body)
+
+    def with_headers(self, headers: Mapping[str, str]) -> Response:
+        """The same response with more headers."""
+        if not headers:
+            return self
+        return Response(
+            self.status, self.body, self.content_type, (*self.headers, *headers.items())
+        )
 
 
 @dataclass(frozen=True)
@@ -229,6 +239,7 @@ ROUTES: tuple[Route, ...] = (
     Route("/images/v2/direct_upload", {"POST": "create_direct_upload"}),
     Route("/images/v1", {"GET": "list_images_v1", "POST": "upload_image"}),
     Route("/images/v1/stats", {"GET": "images_stats"}),
+    Route("/images/v1/batch_token", {"GET": "issue_batch_token"}),
     Route("/images/v1/(?:keys|variants)(?:/.*)?", {}),  # signing keys, variants: not emulated
     Route("/images/v1/(?P<image_id>.+)/blob", {}),  # image bytes: not stored, not emulated
     Route(
@@ -248,6 +259,7 @@ ROUTES: tuple[Route, ...] = (
         control=True,
     ),
     Route("/__emulator__/reset", {"POST": "control_reset"}, control=True),
+    Route("/__emulator__/batch", {"GET": "control_batch", "POST": "control_batch"}, control=True),
     Route(
         "/__emulator__/direct_upload/(?P<image_id>.+)",
         {"POST": "control_direct_upload"},
@@ -269,12 +281,27 @@ CONTROL_FAULTS = frozenset(
         "trailing_empty_page",
         "rate_limit",
         "block_for",
+        "lose_answer_next",
     }
+)
+#: the batch host's routes, relative to ``/batch`` (the handlers are the API's own)
+BATCH_ROUTES: tuple[Route, ...] = (
+    Route("/images/v1", {"POST": "upload_image"}),
+    Route(
+        "/images/v1/(?P<image_id>.+)",
+        {"GET": "get_image", "PATCH": "update_image", "DELETE": "delete_image"},
+    ),
 )
 
 
 def api_path_of(path: str) -> str:
-    """The path after ``/client/v4/accounts/{account_id}`` (the path itself otherwise)."""
+    """The path after ``/client/v4/accounts/{account_id}`` or the batch host's ``/batch``.
+
+    So a fault armed for ``/images/v1`` acts on both hosts (``/batch`` for the batch
+    host's only); any other path is returned as it is.
+    """
+    if path.startswith(BATCH_ROOT + "/"):
+        return path[len(BATCH_ROOT) :]
     match = _ACCOUNT_PATH.match(path)
     if match is None:
         return path
@@ -297,6 +324,7 @@ class EmulatorApp:
         self.backend = backend
         self.faults = faults
         self.credentials = credentials
+        self.batch = BatchTokens()
         self.base_url = ""
         self._records: deque[RequestRecord] = deque(maxlen=MAX_RECORDS)
         self._records_lock = threading.Lock()
@@ -356,6 +384,8 @@ class EmulatorApp:
         try:
             if self.is_control(request.path):
                 return self._dispatch_control(request)
+            if request.path.startswith(BATCH_ROOT + "/"):
+                return self._dispatch_batch(request)
             return self._dispatch_api(request)
         except CloudflareAPIError as error:
             return failure(error)
@@ -386,7 +416,31 @@ class EmulatorApp:
         if account_id.lower() != self.credentials.account_id:
             # Valid credentials, but not for this account: the gateway says 10000.
             raise AuthenticationError()
-        self.faults.check_rate_limit()
+        quota_headers = self.faults.check_rate_limit()
+        params = {name: unquote(value) for name, value in found.groupdict().items()}
+        handler: Callable[[Request, dict[str, str]], Response] = getattr(self, handler_name)
+        try:
+            response = handler(request, params)
+        except CloudflareAPIError as error:
+            response = failure(error)
+        return response.with_headers(quota_headers)
+
+    def _dispatch_batch(self, request: Request) -> Response:
+        """The batch host: the API's per-image handlers, outside the account's quota."""
+        rest = request.path[len(BATCH_ROOT) :]
+        if rest.startswith("/images/v2"):
+            raise ForbiddenEndpoint()
+        for route in BATCH_ROUTES:
+            found = route.regex.match(rest)
+            if found is not None:
+                break
+        else:
+            raise NoRoute()
+        handler_name = route.methods.get(request.method)
+        if handler_name is None:
+            raise MethodNotAllowed(request.method, sorted(route.methods))
+        if self.batch.admit(request.headers) != self.credentials.account_id:
+            raise AuthenticationError()
         params = {name: unquote(value) for name, value in found.groupdict().items()}
         handler: Callable[[Request, dict[str, str]], Response] = getattr(self, handler_name)
         return handler(request, params)
@@ -428,6 +482,9 @@ class EmulatorApp:
 
     def images_stats(self, request: Request, params: dict[str, str]) -> Response:
         return success(self.backend.stats())
+
+    def issue_batch_token(self, request: Request, params: dict[str, str]) -> Response:
+        return success(self.batch.issue(self.credentials.account_id))
 
     def get_image(self, request: Request, params: dict[str, str]) -> Response:
         blob = self.backend.get_image_blob(params["image_id"])
@@ -521,6 +578,18 @@ class EmulatorApp:
     def control_clear_faults(self, request: Request, params: dict[str, str]) -> Response:
         self.faults.clear()
         return success(self.faults.describe())
+
+    def control_batch(self, request: Request, params: dict[str, str]) -> Response:
+        """GET: the batch host's rules and counters; POST: change them (``configure``)."""
+        if request.method == "POST":
+            try:
+                spec = _decode(request.body or b"{}")
+                if not isinstance(spec, dict):
+                    raise TypeError("the body must be a JSON object")
+                self.batch.configure(**spec)
+            except (msgspec.DecodeError, TypeError, ValueError) as error:
+                raise BadRequest(f"batch: {error}") from None
+        return success(self.batch.describe())
 
     def control_reset(self, request: Request, params: dict[str, str]) -> Response:
         self.backend.reset()
@@ -679,6 +748,11 @@ class _Handler(BaseHTTPRequestHandler):
             response = app.edge_failure(*edge.fail, ray_id)
         else:
             response = app.handle(request)
+        if edge.lose_answer:
+            # Carried out in full, then the connection is lost before the answer.
+            self.close_connection = True
+            app.record(request, 0, fault=fault, error_codes=(), bytes_sent=0, started=started)
+            return
         codes: tuple[int, ...] = ()
         if response.status >= 400 and response.content_type == "application/json":
             try:
@@ -881,6 +955,16 @@ class EmulatorServer:
         return f"{self.origin}{API_ROOT}"
 
     @property
+    def batch_url(self) -> str:
+        """The batch host's base URL (a connection's ``batch_base_url``): ``http://HOST:PORT/batch``."""
+        return f"{self.origin}{BATCH_ROOT}"
+
+    @property
+    def batch(self) -> BatchTokens:
+        """The batch host's tokens and rules (token lifetime, per-token rate)."""
+        return self.app.batch
+
+    @property
     def control_url(self) -> str:
         """The control API root: ``http://HOST:PORT/__emulator__``."""
         return f"{self.origin}{CONTROL_ROOT}"
@@ -940,6 +1024,7 @@ class EmulatorServer:
         else:
             connection["password"] = self.api_token
             connection["extra"] = {"account_id": self.account_id}
+        connection["extra"]["batch_base_url"] = self.batch_url
         return json.dumps(connection)
 
     def connection_uri_env(

@@ -93,8 +93,10 @@ def _items(value: str | None) -> list[tuple[str, dict[str, Any]]]:
     items = []
     for item in parsed:
         if not isinstance(item, tuple) or len(item) != 2 or not isinstance(item[1], dict):
-            continue  # an inner list: not a policy
+            continue
         name, params = item
+        if isinstance(name, (list, tuple, bytes, bool, int, float)):
+            continue  # an inner list or a bare value: not a policy name
         items.append((str(name), params))
     return items
 

@@ -5,6 +5,9 @@
   (no Cloudflare auth; faults, request log, reset, direct-upload completion).
 - :class:`EmulatorApp` turns a parsed :class:`Request` into a :class:`Response`:
   route -> account id check -> method -> authentication -> account -> rate limit -> handler.
+  Every answer past the rate limit carries its ``Ratelimit`` headers. The Images batch host
+  is served under ``/batch`` (:data:`BATCH_ROUTES`: the same handlers, a batch token
+  instead of the account's credentials, no account quota; see :mod:`~.batch`).
   Handlers only parse parameters and call :class:`~.backend.ImagesBackend`.
 - :class:`_Handler` is the stdlib ``http.server`` adapter: HTTP/1.1 keep-alive, bodies with
   Content-Length, and the transport-level faults (drop, delay, 5xx page, truncation).
@@ -592,6 +595,7 @@ class EmulatorApp:
         return success(self.batch.describe())
 
     def control_reset(self, request: Request, params: dict[str, str]) -> Response:
+        self.batch = BatchTokens()
         self.backend.reset()
         self.faults.clear()
         self.clear_records()

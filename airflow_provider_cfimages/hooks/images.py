@@ -116,6 +116,12 @@ class CloudflareImagesHook(BaseHook):
     400/401/403/404 never are. A retried list page re-sends the same continuation token, so
     no image is skipped or repeated.
 
+    Every request is paced by the ``Ratelimit`` / ``Ratelimit-Policy`` headers of the answers
+    before it: once what is left of Cloudflare's account-wide quota falls to the
+    connection's ``rate_limit_reserve`` (a tenth of it by default), the next request waits
+    for the window to reset, so the account is never locked out. :meth:`batch_images` gives
+    per-image calls through the Images batch API, outside that quota.
+
     :param cloudflare_images_conn_id: the Airflow connection id.
     :param account_id: the 32-hex account id; overrides the connection's ``account_id`` extra.
     :param max_retries: retries per request; overrides the connection's ``max_retries`` extra.

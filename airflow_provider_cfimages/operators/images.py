@@ -812,6 +812,10 @@ class ImageCalls(Protocol):
     def delete_image(self, image_id: str) -> bool: ...
 
 
+#: images handed to the pool, oldest first, with their outcome to come
+_Queue = deque[tuple[str, "Future[tuple[str, Any]]"]]
+
+
 class _Stop(Exception):
     """An error that ends the whole task (raised again once the requests in flight end)."""
 
@@ -1013,37 +1017,55 @@ class CloudflareImagesDeleteOperator(BaseOperator):
         Once stopped, no new image is started; those in flight are waited for and counted,
         and the others get no outcome (the summary counts only images handled).
         """
-        queue: deque[tuple[str, Future[tuple[str, Any]]]] = deque()
+        queue: _Queue = deque()
         remaining = iter(image_ids)
         stop: BaseException | None = None
         # The first image alone: a wrong connection fails one request, not a poolful.
         room = 1
         with ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="cfimages-delete") as pool:
-            while True:
-                while stop is None and not self._stopping.is_set() and len(queue) < room:
-                    image_id = next(remaining, None)
-                    if image_id is None:
+
+            def start(image_id: str) -> Future[tuple[str, Any]]:
+                return pool.submit(self._handle, image_id, calls, cutoff, dry_run)
+
+            try:
+                while True:
+                    if stop is None and not self._stopping.is_set():
+                        _fill(queue, room, remaining, start)
+                    if not queue:
                         break
-                    queue.append(
-                        (image_id, pool.submit(self._handle, image_id, calls, cutoff, dry_run))
-                    )
-                if not queue:
-                    break
-                image_id, future = queue.popleft()
-                if (stop is not None or self._stopping.is_set()) and future.cancel():
-                    continue  # queued, not started: no request is sent for it
-                try:
-                    outcome.note(*future.result())
-                except _Stop as err:
-                    stop = stop or err.error
-                    outcome.note("failed", {"id": image_id, "error": str(err.error)})
-                room = self.max_concurrency * _QUEUED_PER_THREAD
+                    stop = self._settle_oldest(queue, outcome, stop)
+                    room = self.max_concurrency * _QUEUED_PER_THREAD
+            except BaseException:
+                self._abandon(queue)
+                raise
         if stop is None and self._stopping.is_set():
             stop = CloudflareImagesError(
                 f"Killed: {len(image_ids) - sum(outcome.counts.values())} image(s) were not "
                 "handled; re-running is safe."
             )
         return stop
+
+    def _settle_oldest(
+        self, queue: _Queue, outcome: DeleteOutcome, stop: BaseException | None
+    ) -> BaseException | None:
+        """Wait for the oldest image's outcome and note it; return the error that stops."""
+        image_id, future = queue.popleft()
+        if (stop is not None or self._stopping.is_set()) and future.cancel():
+            return stop  # queued, not started: no request is sent for it
+        try:
+            outcome.note(*future.result())
+        except _Stop as err:
+            outcome.note("failed", {"id": image_id, "error": str(err.error)})
+            return stop or err.error
+        return stop
+
+    def _abandon(self, queue: _Queue) -> None:
+        """On a task timeout or an interrupt: send nothing more on the way out."""
+        self._stopping.set()
+        for _, queued in queue:
+            queued.cancel()
+        if "hook" in self.__dict__:
+            self.hook.cancel()
 
     # -- per image -----------------------------------------------------------------------
 
@@ -1172,6 +1194,20 @@ class CloudflareImagesDeleteOperator(BaseOperator):
         if known(self.image_ids):
             _check_image_ids(self.image_ids)
         return max_deletes, dry_run, cutoff
+
+
+def _fill(
+    queue: _Queue,
+    room: int,
+    remaining: Iterator[str],
+    start: Callable[[str], Future[tuple[str, Any]]],
+) -> None:
+    """Start images from ``remaining`` until ``room`` are queued or none are left."""
+    while len(queue) < room:
+        image_id = next(remaining, None)
+        if image_id is None:
+            return
+        queue.append((image_id, start(image_id)))
 
 
 def _ids_from_rows(rows: Iterable[Any]) -> Iterator[Any]:

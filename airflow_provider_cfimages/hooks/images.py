@@ -254,7 +254,9 @@ class CloudflareImagesHook(BaseHook):
         result = self.transport.request(
             "GET", f"accounts/{self.account_id}/images/v1/batch_token", what="Images batch token"
         )
-        return BatchToken.from_result(result)
+        token = BatchToken.from_result(result)
+        mask_secret(token.value)  # Airflow's log redaction hides it like the API token
+        return token
 
     def batch_images(self) -> BatchImagesClient:
         """The batch-API client for per-image calls, with its first token already obtained.

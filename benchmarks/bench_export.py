@@ -2,16 +2,22 @@
 
 Starts the emulator (``python -m airflow_provider_cfimages.emulator``) in a process of its
 own with N seeded images, then runs each contender of ``contenders.py`` in a fresh process
-(so its peak RSS is its own), against the same inventory, for each ``per_page``, several
-times, and prints the medians as Markdown tables: images/s, wall s, CPU s, peak RSS MB,
-requests made, the speed relative to the floor, and the emulator's CPU time over the same
-run (to show it is not the bottleneck)::
+(so its peak RSS is its own), against the same inventory, for each case (size, per_page,
+latency), several times, and prints the medians as Markdown tables: images/s, wall s, CPU s,
+peak RSS MB, requests made, the speed relative to the floor, the wall time as a ratio to
+requests x latency (the round-trip floor, when there is a latency), and the emulator's CPU
+time over the same run (to show it is not the bottleneck)::
 
-    python benchmarks/bench_export.py              # 100k and 1M, per_page 10000 and 1000
-    python benchmarks/bench_export.py --images 1000000 --per-page 10000
+    python benchmarks/bench_export.py              # the default matrix, DEFAULT_CASES
+    python benchmarks/bench_export.py --images 100000 --per-page 1000 --latency-ms 100
     python benchmarks/bench_export.py --images 20000 --repeats 1 --contenders floor hook
     python benchmarks/bench_export.py --images 1000000 --per-page 10000 --contenders floor \\
         export-jsonl export-jsonl-gz export-json export-csv export-csv-gz   # the formats
+
+Given any of ``--images``, ``--per-page``, ``--latency-ms``, the cases are their cross
+product (an option left out: 100,000 images, per_page 1000, no latency). A latency is the
+emulator waiting that long before answering each API request (its ``slow_next`` fault),
+standing in for the network round trip to the real API.
 
 Requests are counted from the emulator's own log (``GET /__emulator__/requests``, cleared
 before each run), and every run must return exactly N images (and an export must hold N
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import queue
 import secrets
@@ -35,18 +42,27 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import IO, Any
 
-from bench_report import Run, machine_info, render_report
+from bench_report import Case, Run, machine_info, render_report
 from contenders import CONTENDERS, DEFAULT_CONTENDERS, RESULT_PREFIX
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
-DEFAULT_SIZES = (100_000, 1_000_000)
-DEFAULT_PER_PAGES = (10_000, 1_000)
+#: loopback at two sizes and two page sizes, and the real API's conditions: 1000-image
+#: pages (its maximum) and a 100 ms round trip
+DEFAULT_CASES = (
+    Case(100_000, 10_000, 0.0),
+    Case(100_000, 1_000, 0.0),
+    Case(1_000_000, 10_000, 0.0),
+    Case(1_000_000, 1_000, 0.0),
+    Case(100_000, 1_000, 100.0),
+)
+#: a dimension the command line leaves out, when it names another
+DEFAULT_IMAGES, DEFAULT_PER_PAGE, DEFAULT_LATENCY_MS = 100_000, 1_000, 0.0
 # The packages (distribution names) a contender needs beyond the provider's own.
 CONTENDER_DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
     "sdk": ("cloudflare",),
@@ -159,11 +175,22 @@ class EmulatorProcess:
         fields = stat.rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
-    def clear_requests(self) -> None:
-        """Empty the emulator's request log."""
-        request = urllib.request.Request(f"{self.control_url}/requests", method="DELETE")
+    def set_latency(self, latency_ms: float) -> None:
+        """Delay every API answer by ``latency_ms`` from now on (none when 0)."""
+        # Clearing first: a latency replaces the previous one instead of adding to it.
+        self._control("faults", "DELETE")
+        if latency_ms:
+            fault = {"fault": "slow_next", "k": None, "seconds": latency_ms / 1000}
+            self._control("faults", "POST", json.dumps(fault).encode())
+
+    def _control(self, path: str, method: str, body: bytes | None = None) -> None:
+        request = urllib.request.Request(f"{self.control_url}/{path}", data=body, method=method)
         with urllib.request.urlopen(request, timeout=30) as response:
             response.read()
+
+    def clear_requests(self) -> None:
+        """Empty the emulator's request log."""
+        self._control("requests", "DELETE")
 
     def served_requests(self) -> list[dict[str, Any]]:
         """The API requests served since the log was last cleared."""
@@ -202,11 +229,14 @@ def run_contender(
     name: str,
     emulator: EmulatorProcess,
     *,
-    per_page: int,
+    case: Case,
     work_dir: Path,
     timeout: float,
 ) -> Run:
-    """Run one contender once in a fresh process; check it fetched every image."""
+    """Run one contender once in a fresh process (the emulator's latency already set).
+
+    Checks it fetched every image.
+    """
     command = [
         sys.executable,
         str(BENCH_DIR / "contenders.py"),
@@ -214,7 +244,7 @@ def run_contender(
         f"--base-url={emulator.base_url}",
         f"--token={emulator.api_token}",
         f"--account-id={emulator.account_id}",
-        f"--per-page={per_page}",
+        f"--per-page={case.per_page}",
         f"--work-dir={work_dir}",
     ]
     env = child_environment()
@@ -228,19 +258,19 @@ def run_contender(
             command, capture_output=True, text=True, env=env, timeout=timeout, check=False
         )
     except subprocess.TimeoutExpired:
-        raise BenchmarkError(f"{name} (per_page {per_page}) ran over {timeout:.0f} s") from None
+        raise BenchmarkError(f"{name} ({case.label}) ran over {timeout:.0f} s") from None
     emulator_cpu_after = emulator.cpu_seconds()
     if finished.returncode != 0:
         raise BenchmarkError(
-            f"{name} (per_page {per_page}) exited with {finished.returncode}:\n"
-            f"{finished.stderr[-3000:]}"
+            f"{name} ({case.label}) exited with {finished.returncode}:\n{finished.stderr[-3000:]}"
         )
     result = _result_line(name, finished.stdout)
     served = emulator.served_requests()
     run = Run(
         contender=name,
-        images_expected=emulator.images,
-        per_page=per_page,
+        images_expected=case.images,
+        per_page=case.per_page,
+        latency_ms=case.latency_ms,
         images=result["images"],
         stored=result["stored"],
         wall_s=result["wall_s"],
@@ -248,7 +278,8 @@ def run_contender(
         setup_s=result["setup_s"],
         base_rss_mb=result["base_rss_mb"],
         peak_rss_mb=result["peak_rss_mb"],
-        requests=sum(1 for record in served if record["api_path"] == "/images/v2"),
+        # Every API request, not only the list pages: each is a round trip.
+        requests=len(served),
         failed_requests=sum(1 for record in served if record["status"] != 200),
         bytes_served=sum(record["bytes_sent"] for record in served),
         emulator_cpu_s=(
@@ -272,20 +303,18 @@ def _result_line(name: str, stdout: str) -> dict[str, Any]:
 def check_complete(run: Run) -> None:
     """Fail loudly unless the run fetched (and, for exports, stored) exactly N images."""
     expected = run.images_expected
+    who = f"{run.contender} ({run.case.label})"
     if run.images != expected:
-        raise BenchmarkError(
-            f"{run.contender} (per_page {run.per_page}) fetched {run.images} images, "
-            f"expected {expected}"
-        )
+        raise BenchmarkError(f"{who} fetched {run.images} images, expected {expected}")
     if run.stored is not None and run.stored != expected:
         raise BenchmarkError(
-            f"{run.contender} (per_page {run.per_page}) reported {run.images} images but its "
-            f"file holds {run.stored} images, expected {expected}"
+            f"{who} reported {run.images} images but its file holds {run.stored} images, "
+            f"expected {expected}"
         )
     if run.failed_requests:
         raise BenchmarkError(
-            f"{run.contender} (per_page {run.per_page}) got {run.failed_requests} failed "
-            "responses from the emulator: the timing would include retries"
+            f"{who} got {run.failed_requests} failed responses from the emulator: "
+            "the timing would include retries"
         )
 
 
@@ -319,30 +348,46 @@ def _installed(distribution: str) -> bool:
     return True
 
 
+def cases_of(args: argparse.Namespace) -> list[Case]:
+    """The cases the command line asks for: DEFAULT_CASES, or the product of its options."""
+    if args.images is None and args.per_page is None and args.latency_ms is None:
+        return list(DEFAULT_CASES)
+    return [
+        Case(images, per_page, latency_ms)
+        for images in args.images or [DEFAULT_IMAGES]
+        for per_page in args.per_page or [DEFAULT_PER_PAGE]
+        for latency_ms in args.latency_ms or [DEFAULT_LATENCY_MS]
+    ]
+
+
+def by_size(cases: Sequence[Case]) -> Iterator[tuple[int, list[Case]]]:
+    """The cases grouped by inventory size (one emulator each), sizes in first-seen order."""
+    sizes = dict.fromkeys(case.images for case in cases)
+    for images in sizes:
+        yield images, [case for case in cases if case.images == images]
+
+
 def run_benchmark(args: argparse.Namespace, work_dir: Path) -> list[Run]:
-    """Every size x per_page x repeat x contender; contenders interleaved within a repeat."""
+    """Every case x repeat x contender; contenders interleaved within a repeat."""
     contenders, skipped = available_contenders(args.contenders)
     for note in skipped:
         print(note, flush=True)
     runs: list[Run] = []
-    for images in args.images:
+    for images, cases in by_size(cases_of(args)):
         log_path = work_dir / f"emulator-{images}.log"
         print(f"starting the emulator with {images:,} images ...", flush=True)
         with EmulatorProcess(images, args.seed, log_path) as emulator:
-            for per_page in args.per_page:
+            for case in cases:
+                emulator.set_latency(case.latency_ms)
                 for repeat in range(1, args.repeats + 1):
                     for name in contenders:
                         run = run_contender(
-                            name,
-                            emulator,
-                            per_page=per_page,
-                            work_dir=work_dir,
-                            timeout=args.timeout,
+                            name, emulator, case=case, work_dir=work_dir, timeout=args.timeout
                         )
                         runs.append(run)
                         print(
-                            f"  {images:>9,} images  per_page {per_page:>5}  run {repeat}  "
-                            f"{name:<16} {run.wall_s:7.2f} s  {run.peak_rss_mb:6.0f} MB",
+                            f"  {case.label:<46} run {repeat}  {name:<16} "
+                            f"{run.wall_s:7.2f} s  {run.peak_rss_mb:6.0f} MB",
                             flush=True,
                         )
     return runs
@@ -350,15 +395,13 @@ def run_benchmark(args: argparse.Namespace, work_dir: Path) -> list[Run]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=_count, nargs="+", help="inventory sizes")
+    parser.add_argument("--per-page", type=_count, nargs="+", help="per_page values (10..10000)")
     parser.add_argument(
-        "--images", type=_count, nargs="+", default=list(DEFAULT_SIZES), help="inventory sizes"
-    )
-    parser.add_argument(
-        "--per-page",
-        type=_count,
+        "--latency-ms",
+        type=_milliseconds,
         nargs="+",
-        default=list(DEFAULT_PER_PAGES),
-        help="per_page values (10..10000)",
+        help="the emulator's delay before each answer, in ms (0: loopback)",
     )
     parser.add_argument("--repeats", type=_count, default=3, help="runs of each contender")
     parser.add_argument(
@@ -389,10 +432,20 @@ def _count(text: str) -> int:
     return value
 
 
+def _milliseconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan  # rejected below, with the same message
+    if not 0 <= value <= 60_000:
+        raise argparse.ArgumentTypeError(f"expected milliseconds, 0 to 60000; got {text!r}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    if any(not 10 <= per_page <= 10_000 for per_page in args.per_page):
+    if any(not 10 <= per_page <= 10_000 for per_page in args.per_page or ()):
         print("--per-page values must be between 10 and 10000", file=sys.stderr)
         return 2
     command = shlex.join(["python", "benchmarks/bench_export.py", *argv])

@@ -4,7 +4,8 @@ Generates ``--keys`` expected ids and as many live images (UUID-shaped ids, as C
 assigns them) that share all but ``--differ`` of them, with ``--duplicates`` keys repeated on
 each side, feeds both to :class:`~airflow_provider_cfimages.reconcile.engine.Reconciler` as
 generators (so the inputs themselves take no memory), and prints the wall time, the CPU
-time and the peak RSS. ``--meta`` also gives every record a meta object and compares them
+time, the peak RSS and the size of the engine's temporary SQLite database (``--temp-dir``
+says where it goes). ``--meta`` also gives every record a meta object and compares them
 (one image in a thousand drifted). ``--naive`` runs the obvious in-memory version instead
 (a set per side), for comparison. ``--operator`` writes the expected ids to a gzipped
 ``.txt`` and the live side to a gzipped JSON Lines export (with the list operator's writer,
@@ -100,7 +101,7 @@ def peak_rss_mb() -> float:
 
 
 def run_engine(args: argparse.Namespace) -> dict[str, object]:
-    reconciler = Reconciler(compare_meta=args.meta, spill_at=args.spill_at)
+    reconciler = Reconciler(compare_meta=args.meta, temp_dir=args.temp_dir)
     rows = 0
 
     def count_rows(batch: list[dict[str, object]]) -> None:
@@ -110,7 +111,7 @@ def run_engine(args: argparse.Namespace) -> dict[str, object]:
     summary = reconciler.run(expected_side(args), actual_side(args), sink=count_rows)
     result = summary.to_dict()
     return {
-        "spilled_mb": round(reconciler.spilled_bytes / 1e6, 1),
+        "temporary_db_mb": round(reconciler.disk_bytes / 1e6, 1),
         "rows": rows,
         **{k: result[k] for k in ("expected", "actual", "matched")},
         **{k: v for k, v in result.items() if k.endswith("_count")},
@@ -180,7 +181,9 @@ def main() -> None:
     parser.add_argument("--differ", type=int, default=10_000, help="missing and unexpected keys")
     parser.add_argument("--duplicates", type=int, default=1_000, help="repeated keys per side")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--spill-at", type=int, default=100_000, dest="spill_at")
+    parser.add_argument(
+        "--temp-dir", default=None, dest="temp_dir", help="for the engine's SQLite file"
+    )
     parser.add_argument("--meta", action="store_true", help="compare metas too")
     parser.add_argument("--naive", action="store_true", help="plain sets, everything in memory")
     parser.add_argument("--operator", action="store_true", help="the whole task, from files")

@@ -58,8 +58,7 @@ from airflow_provider_cfimages.emulator.seed import (
     read_seed_file,
     variant_urls,
 )
-from airflow_provider_cfimages.emulator.timestamps import format_uploaded, now_ms
-from airflow_provider_cfimages.hooks.rfc3339 import epoch_micros
+from airflow_provider_cfimages.emulator.timestamps import epoch_micros, format_uploaded, now_ms
 
 SortOrder = Literal["asc", "desc"]
 

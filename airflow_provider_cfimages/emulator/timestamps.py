@@ -11,12 +11,24 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 
-from airflow_provider_cfimages.hooks.rfc3339 import EPOCH as _EPOCH
+from airflow_provider_cfimages.utils.timestamps import parse_rfc3339
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 @lru_cache(maxsize=65_536)
 def _day_text(days: int) -> str:
-    return (_EPOCH + timedelta(days=days)).strftime("%Y-%m-%d")
+    return (EPOCH + timedelta(days=days)).strftime("%Y-%m-%d")
+
+
+def epoch_micros(value: str) -> int:
+    """Parse an RFC 3339 date-time into microseconds since the epoch (finer digits dropped).
+
+    :param value: e.g. ``2024-03-05T10:22:31.123Z`` or ``2024-03-05T11:22:31+01:00``.
+    :raises ValueError: when ``value`` is not an RFC 3339 date-time.
+    """
+    return (parse_rfc3339(value) - EPOCH) // _MICROSECOND
 
 
 def format_uploaded(epoch_ms: int) -> str:
@@ -31,5 +43,5 @@ def format_uploaded(epoch_ms: int) -> str:
 
 def now_ms() -> int:
     """The current time in epoch milliseconds (the precision the API keeps)."""
-    delta = datetime.now(timezone.utc) - _EPOCH
+    delta = datetime.now(timezone.utc) - EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000

@@ -24,8 +24,8 @@ from urllib.parse import quote
 
 from airflow_provider_cfimages.exceptions import CloudflareImagesAPIError, image_not_found
 from airflow_provider_cfimages.hooks.pacing import RequestBudget
-from airflow_provider_cfimages.hooks.query import parse_uploaded
 from airflow_provider_cfimages.hooks.transport import ApiTransport
+from airflow_provider_cfimages.utils.timestamps import parse_uploaded
 from airflow_provider_cfimages.utils.validation import check_image_id
 
 log = logging.getLogger(__name__)

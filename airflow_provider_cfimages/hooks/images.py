@@ -41,13 +41,14 @@ from airflow_provider_cfimages.hooks.connection import (
     validate_account_id,
 )
 from airflow_provider_cfimages.hooks.pacing import QuotaPacer, RequestBudget
-from airflow_provider_cfimages.hooks.query import ImageQuery, Verdict, parse_uploaded
+from airflow_provider_cfimages.hooks.query import ImageQuery, Verdict
 from airflow_provider_cfimages.hooks.transport import (
     ApiTransport,
     ImageKey,
     JsonListPageBody,
     ListPageBody,
 )
+from airflow_provider_cfimages.utils.timestamps import parse_uploaded
 from airflow_provider_cfimages.utils.validation import (
     check_image_id,
     check_positive,

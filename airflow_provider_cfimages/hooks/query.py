@@ -16,17 +16,13 @@ import enum
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import pendulum
-
-from airflow_provider_cfimages.hooks.rfc3339 import parse_rfc3339
+from airflow_provider_cfimages.utils.validation import is_absent
 
 SortOrder = Literal["asc", "desc"]
 SORT_ORDERS: tuple[SortOrder, ...] = ("asc", "desc")
 MIN_PER_PAGE = 10
 MAX_PER_PAGE = 10_000
 DEFAULT_PER_PAGE = 1000
-# What an unset Jinja value renders to; treated as "not given".
-_ABSENT_STRINGS = {"", "None", "none", "null"}
 
 
 class Verdict(enum.Enum):
@@ -132,13 +128,15 @@ def parse_instant(value: Any, *, name: str) -> dt.datetime | None:
 
     Naive values are taken as UTC, as Airflow does. Returns an aware datetime or ``None``.
     """
-    if value is None or (isinstance(value, str) and value.strip() in _ABSENT_STRINGS):
+    if is_absent(value):
         return None
     if isinstance(value, dt.datetime):
         return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
     if isinstance(value, dt.date):
         return dt.datetime(value.year, value.month, value.day, tzinfo=dt.timezone.utc)
     if isinstance(value, str):
+        import pendulum
+
         try:
             parsed = pendulum.parse(value.strip(), tz="UTC")
         except (ValueError, TypeError, pendulum.parsing.exceptions.ParserError) as err:
@@ -153,21 +151,6 @@ def parse_instant(value: Any, *, name: str) -> dt.datetime | None:
     raise ValueError(
         f"{name} must be a datetime or a date-time string; got {type(value).__name__} {value!r}."
     )
-
-
-def parse_uploaded(value: Any) -> dt.datetime | None:
-    """Parse an image's ``uploaded`` field (RFC 3339); ``None`` if it cannot be read."""
-    if not isinstance(value, str):
-        return None
-    try:
-        # The fast path, for what the API writes (on Python 3.11+).
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        try:
-            return parse_rfc3339(value)  # "Z" on 3.10, a lower-case "t"/"z", a leap second
-        except ValueError:
-            return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
 
 
 def _whole_number(value: Any, name: str, expected: str) -> int:
@@ -200,7 +183,7 @@ def _sort_order(value: Any) -> SortOrder:
 
 
 def _creator(value: Any) -> str | None:
-    if value is None or (isinstance(value, str) and value.strip() in _ABSENT_STRINGS):
+    if is_absent(value):
         return None
     if not isinstance(value, str):
         raise ValueError(f"creator must be a string; got {type(value).__name__} {value!r}.")
@@ -208,7 +191,7 @@ def _creator(value: Any) -> str | None:
 
 
 def _limit(value: Any, name: str) -> int | None:
-    if value is None or (isinstance(value, str) and value.strip() in _ABSENT_STRINGS):
+    if is_absent(value):
         return None
     number = _whole_number(value, name, "a whole number >= 1 (or None for no limit)")
     if number < 1:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from airflow_provider_cfimages.inventory.csv_text import csv_cell
 from airflow_provider_cfimages.inventory.manifest import InventoryManifest
 from airflow_provider_cfimages.inventory.writer import (
     CSV_COLUMNS,
@@ -24,6 +23,5 @@ __all__ = [
     "InventoryWriter",
     "WrittenInventory",
     "check_fields",
-    "csv_cell",
     "keep_fields",
 ]

@@ -1,45 +1,43 @@
 """Writing an image inventory to a file or object store: streamed, hashed and atomic.
 
-The data path is ``page -> fields -> encoder -> (write-behind thread) gzip (for .gz) ->
-hashing sink -> temporary object``; :meth:`InventoryWriter.commit` then renames the temporary
-object to the final path. So memory holds a page or three (the one being encoded and at most
-two queued) whatever the inventory size, the sha256 and byte count are
-of the bytes as stored without reading them back, and the final path only ever holds a
-complete file: a failed, killed or retried try leaves either the previous file or none.
+The data path is ``page -> fields -> encoder -> gzip (for .gz) -> hashing sink -> temporary
+object``, one page at a time; :meth:`InventoryWriter.commit` then renames the temporary
+object to the final path. So memory holds one page whatever the inventory size, the sha256
+and byte count are of the bytes as stored without reading them back, and the final path only
+ever holds a complete file: a failed, killed or retried try leaves either the previous file
+or none.
 """
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import gzip
 import hashlib
+import io
 import logging
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 from urllib.parse import urlsplit
 
 import msgspec
-from isal import igzip
 
 from airflow_provider_cfimages.exceptions import CloudflareImagesConfigError
-from airflow_provider_cfimages.hooks.query import parse_uploaded
-from airflow_provider_cfimages.inventory.csv_text import csv_header, csv_rows
 from airflow_provider_cfimages.inventory.location import (
     LOCAL_PROTOCOLS,
     protocol_of,
     storage_path,
 )
-from airflow_provider_cfimages.inventory.write_behind import WriteBehind
+from airflow_provider_cfimages.utils.timestamps import parse_uploaded
 from airflow_provider_cfimages.utils.validation import list_from_text
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer  # collections.abc.Buffer from Python 3.12
 
 log = logging.getLogger(__name__)
-
-_Image = TypeVar("_Image")
 
 InventoryFormat = Literal["jsonl", "csv", "json"]
 INVENTORY_FORMATS: tuple[InventoryFormat, ...] = ("jsonl", "csv", "json")
@@ -54,12 +52,10 @@ CSV_COLUMNS: tuple[str, ...] = (
     "variants",
 )
 GZIP_SUFFIX = ".gz"
-# gzip was the slowest stage of a .gz export once pages were copied rather than re-encoded.
-# ISA-L's deflate (python-isal) at its default level 2 writes inventory JSON about as small
-# as zlib at level 3 (3.57 MB vs 3.59 MB for 24 MB) in a fifth of the CPU (0.037 s vs
-# 0.191 s), measured; the output is ordinary gzip. mtime=0 makes the same inventory always
-# give the same bytes and sha256.
-GZIP_LEVEL = 2
+# Level 3 makes files a little larger than zlib's default level 6 in about half its CPU
+# (the writes are synchronous, so that CPU adds to each page). The header has no file name
+# and mtime=0, so the same images always give the same bytes (and sha256).
+GZIP_LEVEL = 3
 _SUFFIX_FORMATS: dict[str, InventoryFormat] = {
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
@@ -82,10 +78,6 @@ _SCHEME_PROVIDERS = {
     "sftp": "apache-airflow-providers-sftp",
     "ftp": "apache-airflow-providers-ftp",
 }
-
-# Pages are encoded this many images at a time (~0.5 MB of JSON), so the chunks queued for
-# the write-behind thread stay small whatever per_page is.
-IMAGES_PER_CHUNK = 1000
 
 _encoder = msgspec.json.Encoder()
 
@@ -253,11 +245,6 @@ def _reject_other_compression(name: str, uri: str) -> None:
 # -- encoding -------------------------------------------------------------------------------
 
 
-def _chunks(images: Sequence[_Image]) -> Iterator[Sequence[_Image]]:
-    for start in range(0, len(images), IMAGES_PER_CHUNK):
-        yield images[start : start + IMAGES_PER_CHUNK]
-
-
 def json_lines(images: Sequence[Buffer]) -> bytes:
     """JSON texts (one object each, as an API sent them), one per line.
 
@@ -266,11 +253,26 @@ def json_lines(images: Sequence[Buffer]) -> bytes:
 
     :param images: the JSON texts, bytes-like.
     """
-    # One join and two memchr scans: a quarter of the cost of counting the line breaks.
+    if not images:
+        return b""
     together = b"".join(images)
     if b"\n" in together or b"\r" in together:
         images = [msgspec.json.format(image, indent=-1) for image in images]
     return b"\n".join(images) + b"\n"
+
+
+def _csv_cell(value: Any) -> str:
+    """How a value appears in a CSV cell: text as is, ``None`` empty, anything else as JSON.
+
+    So ``requireSignedURLs`` is ``true``/``false`` and ``meta``/``variants`` are JSON text.
+
+    :param value: an image's value for one column.
+    """
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return _encoder.encode(value).decode("utf-8")
 
 
 class _PageEncoder:
@@ -284,23 +286,21 @@ class _PageEncoder:
     trailer = b""
     copies_json = False
 
-    def encode(self, images: list[dict[str, Any]]) -> Iterator[bytes]:
+    def encode(self, images: list[dict[str, Any]]) -> bytes:
         raise NotImplementedError
 
-    def encode_json(self, images: Sequence[Buffer]) -> Iterator[bytes]:
+    def encode_json(self, images: Sequence[Buffer]) -> bytes:
         raise NotImplementedError
 
 
 class _JsonLinesEncoder(_PageEncoder):
     copies_json = True
 
-    def encode(self, images: list[dict[str, Any]]) -> Iterator[bytes]:
-        for chunk in _chunks(images):
-            yield _encoder.encode_lines(chunk)
+    def encode(self, images: list[dict[str, Any]]) -> bytes:
+        return _encoder.encode_lines(images)
 
-    def encode_json(self, images: Sequence[Buffer]) -> Iterator[bytes]:
-        for chunk in _chunks(images):
-            yield json_lines(chunk)
+    def encode_json(self, images: Sequence[Buffer]) -> bytes:
+        return json_lines(images)
 
 
 class _JsonArrayEncoder(_PageEncoder):
@@ -313,15 +313,15 @@ class _JsonArrayEncoder(_PageEncoder):
     def __init__(self) -> None:
         self._first = True
 
-    def encode(self, images: list[dict[str, Any]]) -> Iterator[bytes]:
-        for chunk in _chunks(images):
-            yield self._items(_encoder.encode_lines(chunk))
+    def encode(self, images: list[dict[str, Any]]) -> bytes:
+        return self._items(_encoder.encode_lines(images))
 
-    def encode_json(self, images: Sequence[Buffer]) -> Iterator[bytes]:
-        for chunk in _chunks(images):
-            yield self._items(json_lines(chunk))
+    def encode_json(self, images: Sequence[Buffer]) -> bytes:
+        return self._items(json_lines(images))
 
     def _items(self, lines: bytes) -> bytes:
+        if not lines:
+            return b""
         # The line breaks of JSON Lines are exactly the boundaries between images.
         items = lines[:-1].replace(b"\n", b",\n")
         if self._first:
@@ -331,16 +331,26 @@ class _JsonArrayEncoder(_PageEncoder):
 
 
 class _CsvEncoder(_PageEncoder):
-    """CSV rows, encoded a chunk of rows at a time (a whole page of text would be ~4x its
-    UTF-8 size in memory once a non-ASCII filename widens the string)."""
+    """CSV rows by ``csv.writer`` (its default dialect: minimal quoting, CRLF line ends),
+    one row per image, cells as :func:`_csv_cell` shows them."""
 
     def __init__(self, columns: Sequence[str]) -> None:
         self.columns = tuple(columns)
-        self.header = csv_header(self.columns)
+        self._text = io.StringIO(newline="")
+        self._rows = csv.writer(self._text)
+        self.header = self._encode_rows([self.columns])
 
-    def encode(self, images: list[dict[str, Any]]) -> Iterator[bytes]:
-        for chunk in _chunks(images):
-            yield csv_rows(chunk, self.columns)
+    def encode(self, images: list[dict[str, Any]]) -> bytes:
+        return self._encode_rows(
+            [_csv_cell(image.get(name)) for name in self.columns] for image in images
+        )
+
+    def _encode_rows(self, rows: Iterable[Sequence[str]]) -> bytes:
+        self._rows.writerows(rows)
+        text = self._text.getvalue()
+        self._text.seek(0)
+        self._text.truncate()
+        return text.encode("utf-8")
 
 
 def _encoder_for(fmt: InventoryFormat, fields: Sequence[str] | None) -> _PageEncoder:
@@ -453,7 +463,6 @@ class InventoryWriter:
         self._raw: Any = None
         self._sink: _HashingSink | None = None
         self._stream: Any = None
-        self._behind: WriteBehind | None = None
         self._uncompressed = 0
         self._range = _UploadRange()
         self._encoder = _encoder_for(target.format, self.fields)
@@ -489,13 +498,12 @@ class InventoryWriter:
         self._raw = self.temp_path.open("wb")
         self._sink = _HashingSink(self._raw)
         self._stream = (
-            igzip.GzipFile(
+            gzip.GzipFile(
                 filename="", mode="wb", fileobj=self._sink, compresslevel=GZIP_LEVEL, mtime=0
             )
             if self.target.compressed
             else self._sink
         )
-        self._behind = WriteBehind(self._stream, name=f"cfimages-export-{self.temp_path.name}")
         self._write(self._encoder.header)
 
     def write_page(self, images: list[dict[str, Any]]) -> None:
@@ -532,16 +540,15 @@ class InventoryWriter:
 
     def commit(self) -> WrittenInventory:
         """Finish the file and move it to the final path; return what was written."""
+        sink = self._sink
+        if sink is None:
+            raise ValueError("commit() needs an open writer: use InventoryWriter in a with block.")
         self._write(self._encoder.trailer)
-        assert self._behind is not None
-        self._behind.finish()
-        if self._stream is not self._sink:
-            self._stream.close()
+        if self._stream is not sink:
+            self._stream.close()  # gzip's last block and trailer
         self._raw.close()
         self.temp_path.rename(self._final_path)
         self._committed = True
-        sink = self._sink
-        assert sink is not None
         return WrittenInventory(
             path=str(self._final_path),
             format=self.target.format,
@@ -557,8 +564,6 @@ class InventoryWriter:
 
     def abort(self) -> None:
         """Close and delete the temporary object; the final path is left as it was."""
-        if self._behind is not None:
-            self._behind.abandon()
         for stream in (self._stream, self._raw):
             if stream is None or stream is self._sink:
                 continue
@@ -581,15 +586,13 @@ class InventoryWriter:
         else:
             log.info("Removed the unfinished temporary export %s", self.temp_path)
 
-    def _append(self, chunks: Iterable[bytes], count: int) -> None:
-        """Write one page's encoded chunks and count the page and its ``count`` images."""
-        for chunk in chunks:
-            self._write(chunk)
+    def _append(self, data: bytes, count: int) -> None:
+        """Write one encoded page and count the page and its ``count`` images."""
+        self._write(data)
         self.count += count
         self.pages += 1
 
     def _write(self, data: bytes) -> None:
         if data:
-            assert self._behind is not None
             self._uncompressed += len(data)
-            self._behind.write(data)
+            self._stream.write(data)

@@ -37,7 +37,6 @@ from airflow_provider_cfimages.hooks.query import (
     MAX_PER_PAGE,
     ImageQuery,
     parse_instant,
-    parse_uploaded,
 )
 from airflow_provider_cfimages.inventory import (
     InventoryManifest,
@@ -60,6 +59,7 @@ from airflow_provider_cfimages.reconcile.engine import (
     actual_records,
     expected_records,
 )
+from airflow_provider_cfimages.utils.timestamps import parse_uploaded
 from airflow_provider_cfimages.utils.validation import (
     check_flag,
     check_positive,
@@ -532,7 +532,7 @@ class CloudflareImagesReconcileOperator(BaseOperator):
         finally:
             if "hook" in self.__dict__:
                 self.hook.close()
-        self._log_summary(result, reconciler.spilled_bytes)
+        self._log_summary(result, reconciler.disk_bytes)
         if self.fail_on_drift and not summary.in_sync:
             # Pushed before failing, so callbacks and all_done tasks can still read it.
             if ti := context.get("ti"):
@@ -657,14 +657,14 @@ class CloudflareImagesReconcileOperator(BaseOperator):
         # record catches up; at worst a reference to it looks missing, which deletes nothing.
         return ImageQuery.build(per_page=self.per_page, sort_order="desc", creator=creator)
 
-    def _log_summary(self, result: dict[str, Any], spilled_bytes: int) -> None:
+    def _log_summary(self, result: dict[str, Any], disk_bytes: int) -> None:
         self.log.info(
             "Reconciled %d expected %s(s) with %d live images%s: %d matched, %d missing, "
             "%d unexpected, %d drifted, %d duplicated in expected, %d duplicated in actual.",
             result["expected"],
             self.key,
             result["actual"],
-            f" ({spilled_bytes // 1_000_000} MB spilled to disk)" if spilled_bytes else "",
+            f" ({disk_bytes // 1_000_000} MB of temporary disk)" if disk_bytes >= 1_000_000 else "",
             result["matched"],
             result["missing_count"],
             result["unexpected_count"],

@@ -1,21 +1,19 @@
 """The reconcile engine: compare the keys a system of record expects with those Cloudflare has.
 
-Pure and I/O-free apart from its own temporary files: two streams of records go in, counts,
-bounded samples and report rows come out. The operators in
-:mod:`airflow_provider_cfimages.operators.images` feed it and write its rows.
+Two streams of records go in; counts, bounded samples and report rows come out. The
+operators in :mod:`airflow_provider_cfimages.operators.images` feed it and write its rows.
 
-How it stays fast and bounded at a million keys a side (a Grace hash join):
+Memory stays bounded at millions of keys a side because the comparison runs in SQLite
+(the standard library's :mod:`sqlite3`), in a private database file in ``temp_dir``: both
+sides are inserted, indexed by key, and compared with ``NOT EXISTS`` (missing, unexpected),
+``GROUP BY ... HAVING count(*) > 1`` (duplicates) and a join on the key (metadata drift).
+The file is unlinked as soon as it is open, so nothing is left behind even if the task
+is killed. SQLite's own spill files for sorting go to its temporary directory
+(``SQLITE_TMPDIR``, else ``TMPDIR``, else ``/var/tmp`` or ``/tmp``), also unlinked at once.
 
-- each side is split into :data:`PARTITIONS` buckets by a CRC-32 of the key, so every key
-  of one bucket on one side can only match keys of the same bucket on the other side;
-- buckets are kept as plain lists, and once a side holds ``spill_at`` records they are
-  appended to an anonymous temporary file as msgpack blocks and the lists are emptied;
-- then each bucket pair is loaded alone (one 64th of the data) and compared with set
-  operations, which run in C; only the keys that differ cost Python work.
-
-So memory holds ``spill_at`` records plus one bucket pair, whatever the input size, and the
-output is the same whether or not anything was spilled (CRC-32 is stable across runs,
-unlike ``hash()``), so the same inputs always give the same report, row for row.
+Keys are compared as given, byte for byte (case and whitespace included), and sorted as
+Python sorts text. Rows are emitted kind by kind (in :data:`ROW_KINDS` order), each kind
+sorted by key (and image id), so the same inputs always give the same report, row for row.
 
 Records are tuples, to keep a million of them cheap:
 
@@ -28,20 +26,18 @@ Records are tuples, to keep a million of them cheap:
 
 from __future__ import annotations
 
-import heapq
-import operator
+import json
+import os
+import sqlite3
 import tempfile
-import zlib
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from functools import cached_property
-from itertools import compress, count, islice, repeat
-from typing import IO, Any, NamedTuple
+from itertools import chain, groupby, islice
+from operator import itemgetter
+from typing import Any
 
 import msgspec
-
-from airflow_provider_cfimages.exceptions import short_repr
 
 ExpectedRecord = tuple[str, bytes | None]
 ActualRecord = tuple[str, str | None, str | None, bytes | None]
@@ -53,7 +49,7 @@ UNEXPECTED = "unexpected"
 DRIFTED = "drifted"
 DUPLICATE_EXPECTED = "duplicate_expected"
 DUPLICATE_ACTUAL = "duplicate_actual"
-#: Every row kind, in the order rows of one bucket are emitted.
+#: Every row kind, in the order the report lists them.
 ROW_KINDS: tuple[str, ...] = (
     DUPLICATE_EXPECTED,
     DUPLICATE_ACTUAL,
@@ -61,17 +57,13 @@ ROW_KINDS: tuple[str, ...] = (
     UNEXPECTED,
     DRIFTED,
 )
-#: Buckets per side; a power of two so the bucket is a bit mask of the CRC.
-PARTITIONS = 64
-#: Records a side holds in memory before spilling them to its temporary file.
-DEFAULT_SPILL_AT = 100_000
 DEFAULT_SAMPLE_SIZE = 20
+#: Report rows handed to the sink per call.
+DEFAULT_BATCH_SIZE = 10_000
 # The meta of an image without metadata: the API leaves the key out.
 NO_META = b"{}"
 
 _meta_encoder = msgspec.json.Encoder(order="sorted")
-_block_encoder = msgspec.msgpack.Encoder()
-_block_decoder = msgspec.msgpack.Decoder()
 _json_decoder = msgspec.json.Decoder()
 
 
@@ -126,7 +118,7 @@ def expected_records(
             if not isinstance(value, dict):
                 raise ValueError(
                     f"expected_meta names the field {meta_field!r}, but {parameter} record "
-                    f"{number} is not a record with fields: {short_repr(value)}."
+                    f"{number} is not a record with fields: {_quote(value)}."
                 )
             meta = _meta_of(value.get(meta_field), key, f"{parameter} field {meta_field!r}")
         else:
@@ -149,9 +141,9 @@ def actual_records(
         try:
             image_id = image["id"]
         except (KeyError, TypeError):
-            raise ValueError(f"An image record has no 'id': {short_repr(image)}") from None
+            raise ValueError(f"An image record has no 'id': {_quote(image)}") from None
         if type(image_id) is not str:
-            raise ValueError(f"An image record's 'id' is not text: {short_repr(image)}")
+            raise ValueError(f"An image record's 'id' is not text: {_quote(image)}")
         meta = canonical_meta(image.get("meta")) if compare_meta else None
         if key == "id":
             yield image_id, None, image.get("uploaded"), meta
@@ -181,7 +173,7 @@ def _key_of(value: Any, field: str, number: int, parameter: str) -> str:
     if not isinstance(key, str):
         raise ValueError(
             f"{parameter} record {number}: the key must be text (an image id or filename); "
-            f"got {type(key).__name__} {short_repr(key)}."
+            f"got {type(key).__name__} {_quote(key)}."
         )
     return key
 
@@ -205,7 +197,7 @@ def _meta_of(value: Any, key: str, source: str) -> bytes | None:
     if not isinstance(meta, dict):
         raise ValueError(
             f"{source} for key {key!r} must be a JSON object (the image's meta), or JSON "
-            f"text of one; got {short_repr(value)}."
+            f"text of one; got {_quote(value)}."
         )
     return canonical_meta(meta)
 
@@ -236,17 +228,14 @@ class ReconcileSummary:
         return not any(self.counts.values())
 
     def add(self, kind: str, keys: list[str]) -> None:
-        """Count rows of one kind and keep the smallest keys as the sample.
+        """Count rows of one kind and keep the first keys as the sample.
 
         :param kind: one of :data:`ROW_KINDS`.
-        :param keys: the rows' keys, sorted.
+        :param keys: the rows' keys; over all calls for one kind, in sorted order.
         """
-        if not keys:
-            return
         self.counts[kind] += len(keys)
         sample = self.samples[kind]
-        # Buckets are visited in hash order, so merge to keep the globally smallest keys.
-        self.samples[kind] = heapq.nsmallest(self.sample_size, sample + keys[: self.sample_size])
+        sample.extend(keys[: self.sample_size - len(sample)])
 
     def to_dict(self) -> dict[str, Any]:
         """The summary as plain JSON data (the XCom value, without ``report_path``)."""
@@ -266,102 +255,6 @@ class ReconcileSummary:
         }
 
 
-class _Spool:
-    """One side's records split into buckets, spilled to a temporary file past a threshold.
-
-    Spilled buckets are stored by column (keys, ids, ...), so the set operations read only
-    the keys, and the other columns are decoded only for buckets where something differs.
-
-    :param width: how many leading fields of each record to keep (1: only the key).
-    :param spill_at: records held in memory before spilling.
-    :param temp_dir: where the temporary file goes (the system default when ``None``).
-    """
-
-    def __init__(self, *, width: int, spill_at: int, temp_dir: str | None) -> None:
-        self.width = width
-        self.spill_at = spill_at
-        self.temp_dir = temp_dir
-        self.count = 0
-        # In memory: keys (width 1) or record tuples, per bucket.
-        self.rows: list[list[Any]] = [[] for _ in range(PARTITIONS)]
-        # Spilled: per bucket, per block, the (offset, length) of each column.
-        self.blocks: list[list[list[tuple[int, int]]]] = [[] for _ in range(PARTITIONS)]
-        self.file: IO[bytes] | None = None
-
-    @property
-    def spilled_bytes(self) -> int:
-        """Size of the temporary file (0 when nothing was spilled)."""
-        return 0 if self.file is None else self.file.seek(0, 2)
-
-    def extend(self, records: Iterable[tuple[Any, ...]]) -> None:
-        """Add records, spilling whenever ``spill_at`` of them are held.
-
-        :param records: tuples whose first item is the key (a ``str``).
-        """
-        iterator = iter(records)
-        while batch := list(islice(iterator, self.spill_at)):
-            self._split(batch)
-            self.count += len(batch)
-            if len(batch) == self.spill_at:
-                self._spill()
-
-    def column(self, bucket: int, index: int) -> list[Any]:
-        """One field of every record of a bucket, spilled or not, in input order.
-
-        :param bucket: the bucket number.
-        :param index: the field (0 is the key).
-        """
-        values: list[Any] = []
-        for block in self.blocks[bucket]:
-            assert self.file is not None
-            offset, length = block[index]
-            self.file.seek(offset)
-            values.extend(_block_decoder.decode(self.file.read(length)))
-        rows = self.rows[bucket]
-        if self.width == 1:
-            values.extend(rows)
-        else:
-            values.extend(row[index] for row in rows)
-        return values
-
-    def close(self) -> None:
-        """Delete the temporary file."""
-        if self.file is not None:
-            self.file.close()
-            self.file = None
-
-    def _split(self, batch: list[tuple[Any, ...]]) -> None:
-        mask = PARTITIONS - 1
-        crc32 = zlib.crc32
-        rows = self.rows
-        keys_only = self.width == 1
-        for record in batch:
-            key = record[0]
-            # surrogatepass: keys decoded from JSON may hold lone surrogates.
-            bucket = crc32(key.encode("utf-8", "surrogatepass")) & mask
-            rows[bucket].append(key if keys_only else record)
-
-    def _spill(self) -> None:
-        if self.file is None:
-            # Open for the spool's lifetime (closed, and so deleted, by close()).
-            self.file = tempfile.TemporaryFile(  # noqa: SIM115
-                prefix="cfimages-reconcile-", dir=self.temp_dir
-            )
-        for bucket, rows in enumerate(self.rows):
-            if not rows:
-                continue
-            columns = [rows] if self.width == 1 else list(zip(*rows, strict=True))[: self.width]
-            self.blocks[bucket].append([self._write(column) for column in columns])
-            rows.clear()
-
-    def _write(self, values: Any) -> tuple[int, int]:
-        assert self.file is not None
-        data = _block_encoder.encode(values)
-        offset = self.file.seek(0, 2)
-        self.file.write(data)
-        return offset, len(data)
-
-
 class Reconciler:
     """Compares an expected key stream with the live inventory's and reports the differences.
 
@@ -372,8 +265,8 @@ class Reconciler:
     :param key: what identifies an image, ``id`` or ``filename`` (used in the summary).
     :param compare_meta: compare metas of matched keys whose expected meta is not ``None``.
     :param sample_size: keys kept per kind in the summary.
-    :param spill_at: records per side held in memory before spilling to a temporary file.
-    :param temp_dir: directory for the temporary files (the system default when ``None``).
+    :param temp_dir: directory for the temporary database (the system default when ``None``).
+    :param batch_size: report rows handed to ``sink`` per call.
     """
 
     def __init__(
@@ -382,20 +275,16 @@ class Reconciler:
         key: str = "id",
         compare_meta: bool = False,
         sample_size: int = DEFAULT_SAMPLE_SIZE,
-        spill_at: int = DEFAULT_SPILL_AT,
         temp_dir: str | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> None:
-        if isinstance(sample_size, bool) or not isinstance(sample_size, int) or sample_size < 0:
-            raise ValueError(f"sample_size must be a whole number >= 0; got {sample_size!r}.")
-        if isinstance(spill_at, bool) or not isinstance(spill_at, int) or spill_at < 1:
-            raise ValueError(f"spill_at must be a whole number >= 1; got {spill_at!r}.")
         self.key = key
         self.compare_meta = compare_meta
-        self.sample_size = sample_size
-        self.spill_at = spill_at
+        self.sample_size = _whole("sample_size", sample_size, minimum=0)
         self.temp_dir = temp_dir
-        #: bytes the last run spilled to temporary files (0: it all fitted in memory)
-        self.spilled_bytes = 0
+        self.batch_size = _whole("batch_size", batch_size, minimum=1)
+        #: size in bytes of the temporary database the last run used
+        self.disk_bytes = 0
 
     def run(
         self,
@@ -403,207 +292,276 @@ class Reconciler:
         actual: Iterable[ActualRecord],
         sink: RowSink | None = None,
     ) -> ReconcileSummary:
-        """Read both sides, compare them bucket by bucket, and pass report rows to ``sink``.
+        """Read both sides, compare them, and pass report rows to ``sink``.
 
         The expected side is read completely before the actual side is started.
 
         :param expected: ``(key, meta)`` records; see the module docstring.
         :param actual: ``(key, image_id, uploaded, meta)`` records.
-        :param sink: called with each batch of report rows (rows of one kind and bucket).
+        :param sink: called with each batch of report rows (rows of one kind, in order).
         """
         summary = ReconcileSummary(key=self.key, sample_size=self.sample_size)
-        # Metas are only kept when compared: they are most of the bytes.
-        expected_side = _Spool(
-            width=2 if self.compare_meta else 1, spill_at=self.spill_at, temp_dir=self.temp_dir
-        )
-        actual_side = _Spool(
-            width=4 if self.compare_meta else 3, spill_at=self.spill_at, temp_dir=self.temp_dir
-        )
-        try:
-            expected_side.extend(expected)
-            actual_side.extend(actual)
-            summary.expected = expected_side.count
-            summary.actual = actual_side.count
-            self.spilled_bytes = expected_side.spilled_bytes + actual_side.spilled_bytes
-            emit = _Emitter(summary, sink)
-            for bucket in range(PARTITIONS):
-                self._compare_bucket(bucket, expected_side, actual_side, summary, emit)
-        finally:
-            expected_side.close()
-            actual_side.close()
+        with _scratch_database(self.temp_dir) as database:
+            comparison = _Comparison(database, compare_meta=self.compare_meta)
+            summary.expected = comparison.load_expected(expected)
+            summary.actual = comparison.load_actual(actual)
+            comparison.index()
+            findings = {
+                DUPLICATE_EXPECTED: comparison.duplicate_expected(),
+                DUPLICATE_ACTUAL: comparison.duplicate_actual(),
+                MISSING: comparison.missing(),
+                UNEXPECTED: comparison.unexpected(),
+                DRIFTED: comparison.drifted() if self.compare_meta else iter(()),
+            }
+            for kind in ROW_KINDS:
+                self._report(kind, findings[kind], summary, sink)
+            summary.matched = comparison.distinct_expected() - summary.counts[MISSING]
+            self.disk_bytes = comparison.size()
         return summary
 
-    def _compare_bucket(
-        self,
-        bucket: int,
-        expected_side: _Spool,
-        actual_side: _Spool,
-        summary: ReconcileSummary,
-        emit: _Emitter,
+    def _report(
+        self, kind: str, rows: Iterator[Row], summary: ReconcileSummary, sink: RowSink | None
     ) -> None:
-        expected_keys = expected_side.column(bucket, 0)
-        live = _LiveBucket(actual_side, bucket)
-        expected_set = set(expected_keys)
-        actual_set = set(live.keys)
-        missing = sorted(expected_set - actual_set)
-        unexpected = actual_set - expected_set
-        summary.matched += len(expected_set) - len(missing)
+        while batch := list(islice(rows, self.batch_size)):
+            summary.add(kind, [row["key"] for row in batch])
+            if sink is not None:
+                sink(batch)
 
-        if len(expected_set) != len(expected_keys):
-            emit.duplicate_expected(_repeated(expected_keys))
-        if len(actual_set) != len(live.keys):
-            repeated = _repeated(live.keys)
-            emit.duplicate_actual(repeated, live.ids_by_key({key for key, _ in repeated}))
-        emit.missing(missing)
-        if unexpected:
-            emit.unexpected(live.images_at(live.indices_of(unexpected)))
+
+# SQLite settings of this connection only: the file is scratch space (no journal, no fsync,
+# nothing to recover after a crash), with a bounded page cache and sorts spilled to files.
+_PRAGMAS = (
+    "journal_mode = OFF",
+    "synchronous = OFF",
+    "locking_mode = EXCLUSIVE",
+    "temp_store = FILE",
+    "cache_size = -16384",  # KiB
+)
+# Rows per INSERT statement: 4 values a row stays under SQLite's oldest parameter limit (999).
+_ROWS_PER_INSERT = 200
+# Bound as text (see _sql_text) and stored as blobs.
+_TEXT_COLUMNS = frozenset({"key", "id"})
+_SCHEMA = (
+    "CREATE TABLE expected (key BLOB NOT NULL, meta BLOB)",
+    "CREATE TABLE actual (key BLOB NOT NULL, id BLOB, uploaded, meta BLOB)",
+)
+
+
+@contextmanager
+def _scratch_database(temp_dir: str | None) -> Iterator[sqlite3.Connection]:
+    """A connection to a new, private SQLite file that is deleted whatever happens.
+
+    :param temp_dir: the directory for the file (the system default when ``None``).
+    """
+    handle, path = tempfile.mkstemp(prefix="cfimages-reconcile-", suffix=".sqlite3", dir=temp_dir)
+    os.close(handle)
+    try:
+        connection = sqlite3.connect(path, isolation_level=None)
+        try:
+            # The connection holds the file open: unlinked now, a killed task leaves nothing.
+            # (Windows cannot unlink an open file; it is deleted below instead.)
+            with suppress(PermissionError):
+                os.unlink(path)
+            for pragma in _PRAGMAS:
+                connection.execute(f"PRAGMA {pragma}")
+            yield connection
+        finally:
+            connection.close()
+    finally:
+        with suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+class _Comparison:
+    """Both sides in SQLite tables, and the queries that find each kind of difference.
+
+    Text is stored as UTF-8 blobs (``surrogatepass``, as JSON may carry lone surrogates),
+    which SQLite compares byte for byte and orders as Python orders the text. An actual
+    record's ``id`` is ``NULL`` when the image id is the key.
+
+    :param connection: an empty database.
+    :param compare_meta: store the metas too.
+    """
+
+    def __init__(self, connection: sqlite3.Connection, *, compare_meta: bool) -> None:
+        self.connection = connection
+        self.compare_meta = compare_meta
+        for statement in _SCHEMA:
+            connection.execute(statement)
+
+    def load_expected(self, records: Iterable[ExpectedRecord]) -> int:
+        """Insert the expected records; returns how many there were."""
         if self.compare_meta:
-            wanted = _expected_metas(expected_keys, expected_side.column(bucket, 1))
-            if wanted:
-                emit.drifted(live.drifted_from(wanted), wanted)
+            pairs = ((_sql_text(key), meta) for key, meta in records)
+            return self._insert("expected", ("key", "meta"), pairs)
+        return self._insert("expected", ("key",), ((_sql_text(key),) for key, _ in records))
 
+    def load_actual(self, records: Iterable[ActualRecord]) -> int:
+        """Insert the live records; returns how many there were."""
+        columns = ("key", "id", "uploaded") + (("meta",) if self.compare_meta else ())
+        return self._insert("actual", columns, self._actual_rows(records))
 
-class _Image(NamedTuple):
-    """One live image of a report row."""
+    def index(self) -> None:
+        """Index both sides by key (call once both are loaded)."""
+        # Built once both sides are in: one sort each, much faster than growing them row by
+        # row. With the metas in them, the drift join reads only the indexes, in key order.
+        meta = ", meta" if self.compare_meta else ""
+        with self._transaction():
+            self.connection.execute(f"CREATE INDEX expected_by_key ON expected (key{meta})")
+            self.connection.execute(f"CREATE INDEX actual_by_key ON actual (key, id{meta})")
 
-    key: str
-    id: str
-    uploaded: str | None
-    meta: bytes | None
+    def duplicate_expected(self) -> Iterator[Row]:
+        """Expected keys given more than once, with how often, by key."""
+        query = "SELECT key, count(*) FROM expected GROUP BY key HAVING count(*) > 1 ORDER BY key"
+        for key, count in self.connection.execute(query):
+            yield {"kind": DUPLICATE_EXPECTED, "key": _text(key), "count": count}
 
-
-class _LiveBucket:
-    """One bucket of the live side; columns besides the keys are decoded on first use."""
-
-    def __init__(self, spool: _Spool, bucket: int) -> None:
-        self.spool = spool
-        self.bucket = bucket
-        self.keys: list[str] = spool.column(bucket, 0)
-
-    @cached_property
-    def ids(self) -> list[str | None]:
-        return self.spool.column(self.bucket, 1)
-
-    @cached_property
-    def metas(self) -> list[bytes | None]:
-        return self.spool.column(self.bucket, 3)
-
-    def ids_by_key(self, keys: set[str]) -> dict[str, list[str]]:
-        """The distinct image ids of each of these keys, sorted."""
-        found: dict[str, set[str]] = {key: set() for key in keys}
-        ids = self.ids
-        for index in self.indices_of(keys):
-            key = self.keys[index]
-            found[key].add(ids[index] or key)
-        return {key: sorted(values) for key, values in found.items()}
-
-    def indices_of(self, keys: set[str] | frozenset[str]) -> list[int]:
-        """Where these keys are in the bucket."""
-        # compress/map keep the scan over every key of the bucket in C.
-        return list(compress(count(), map(keys.__contains__, self.keys)))
-
-    def drifted_from(self, wanted: dict[str, bytes]) -> list[_Image]:
-        """The images whose meta differs from their key's expected one, sorted."""
-        indices = [
-            index
-            for index, (key, meta) in enumerate(zip(self.keys, self.metas, strict=True))
-            if (expected := wanted.get(key)) is not None and (meta or NO_META) != expected
-        ]
-        return self.images_at(indices)
-
-    def images_at(self, indices: list[int]) -> list[_Image]:
-        """The distinct images (by key and id) at these indices, sorted by key and id."""
-        if not indices:
-            return []
-        ids = self.ids
-        uploaded = self.spool.column(self.bucket, 2)
-        metas = self.metas if self.spool.width > 3 else None
-        images: dict[tuple[str, str], _Image] = {}
-        for index in indices:
-            key = self.keys[index]
-            image_id = ids[index] or key
-            if (key, image_id) not in images:
-                meta = metas[index] if metas is not None else None
-                images[(key, image_id)] = _Image(key, image_id, uploaded[index], meta)
-        return [images[pair] for pair in sorted(images)]
-
-
-class _Emitter:
-    """Turns one bucket's findings into report rows, counts them and passes them on."""
-
-    def __init__(self, summary: ReconcileSummary, sink: RowSink | None) -> None:
-        self.summary = summary
-        self.sink = sink
-
-    def duplicate_expected(self, repeated: list[tuple[str, int]]) -> None:
-        self._emit(
-            DUPLICATE_EXPECTED,
-            [key for key, _ in repeated],
-            lambda: [
-                {"kind": DUPLICATE_EXPECTED, "key": key, "count": count} for key, count in repeated
-            ],
+    def duplicate_actual(self) -> Iterator[Row]:
+        """Keys that several live records share, with how often and their distinct ids."""
+        query = (
+            "SELECT key, id FROM actual WHERE key IN "
+            "(SELECT key FROM actual GROUP BY key HAVING count(*) > 1) ORDER BY key"
         )
+        for stored_key, records in groupby(self.connection.execute(query), itemgetter(0)):
+            key = _text(stored_key)
+            ids = [key if image_id is None else _text(image_id) for _, image_id in records]
+            yield {
+                "kind": DUPLICATE_ACTUAL,
+                "key": key,
+                "count": len(ids),
+                "ids": sorted(set(ids)),
+            }
 
-    def duplicate_actual(self, repeated: list[tuple[str, int]], ids: dict[str, list[str]]) -> None:
-        self._emit(
-            DUPLICATE_ACTUAL,
-            [key for key, _ in repeated],
-            lambda: [
-                {"kind": DUPLICATE_ACTUAL, "key": key, "count": count, "ids": ids[key]}
-                for key, count in repeated
-            ],
+    def missing(self) -> Iterator[Row]:
+        """Expected keys that no live record has, by key."""
+        query = (
+            "SELECT key FROM expected AS e "
+            "WHERE NOT EXISTS (SELECT 1 FROM actual AS a WHERE a.key = e.key) "
+            "GROUP BY key ORDER BY key"
         )
+        for (key,) in self.connection.execute(query):
+            yield {"kind": MISSING, "key": _text(key)}
 
-    def missing(self, keys: list[str]) -> None:
-        self._emit(MISSING, keys, lambda: [{"kind": MISSING, "key": key} for key in keys])
-
-    def unexpected(self, images: list[_Image]) -> None:
-        self._emit(
-            UNEXPECTED,
-            [image.key for image in images],
-            lambda: [
-                {"kind": UNEXPECTED, "key": i.key, "id": i.id, "uploaded": i.uploaded}
-                for i in images
-            ],
+    def unexpected(self) -> Iterator[Row]:
+        """Live images whose key is not expected, by key and id (each image once)."""
+        # With min(rowid), SQLite takes the other columns from the image's first record.
+        query = (
+            "SELECT key, id, uploaded, min(rowid) FROM actual AS a "
+            "WHERE NOT EXISTS (SELECT 1 FROM expected AS e WHERE e.key = a.key) "
+            "GROUP BY key, id ORDER BY key, coalesce(id, key)"
         )
+        for stored_key, image_id, uploaded, _ in self.connection.execute(query):
+            key = _text(stored_key)
+            yield {
+                "kind": UNEXPECTED,
+                "key": key,
+                "id": key if image_id is None else _text(image_id),
+                "uploaded": _value(uploaded),
+            }
 
-    def drifted(self, images: list[_Image], wanted: dict[str, bytes]) -> None:
-        self._emit(
-            DRIFTED,
-            [image.key for image in images],
-            lambda: [
-                {
-                    "kind": DRIFTED,
-                    "key": i.key,
-                    "id": i.id,
-                    "uploaded": i.uploaded,
-                    "expected_meta": decode_meta(wanted[i.key]),
-                    "actual_meta": decode_meta(i.meta or NO_META),
-                }
-                for i in images
-            ],
+    def drifted(self) -> Iterator[Row]:
+        """Live images whose meta differs from their key's expected one, by key and id.
+
+        A key's expected meta is its first one that is not ``None``; an image listed more
+        than once is reported once, with its first differing record.
+        """
+        query = (
+            "SELECT a.key, a.id, a.uploaded, a.meta, w.meta, min(a.rowid) FROM "
+            "(SELECT key, meta, min(rowid) FROM expected WHERE meta IS NOT NULL GROUP BY key)"
+            " AS w JOIN actual AS a ON a.key = w.key WHERE a.meta != w.meta "
+            "GROUP BY a.key, a.id ORDER BY a.key, coalesce(a.id, a.key)"
         )
+        for stored_key, image_id, uploaded, meta, wanted, _ in self.connection.execute(query):
+            key = _text(stored_key)
+            yield {
+                "kind": DRIFTED,
+                "key": key,
+                "id": key if image_id is None else _text(image_id),
+                "uploaded": _value(uploaded),
+                "expected_meta": decode_meta(wanted),
+                "actual_meta": decode_meta(meta),
+            }
 
-    def _emit(self, kind: str, keys: list[str], rows: Callable[[], list[Row]]) -> None:
-        if not keys:
-            return
-        self.summary.add(kind, keys)
-        if self.sink is not None:
-            self.sink(rows())
+    def distinct_expected(self) -> int:
+        """How many distinct keys the expected side holds."""
+        (count,) = self.connection.execute("SELECT count(DISTINCT key) FROM expected").fetchone()
+        return int(count)
+
+    def size(self) -> int:
+        """The database's size in bytes."""
+        (pages,) = self.connection.execute("PRAGMA page_count").fetchone()
+        (page_size,) = self.connection.execute("PRAGMA page_size").fetchone()
+        return int(pages) * int(page_size)
+
+    def _actual_rows(self, records: Iterable[ActualRecord]) -> Iterator[tuple[Any, ...]]:
+        compare_meta = self.compare_meta
+        for key, image_id, uploaded, meta in records:
+            stored_id = None if not image_id or image_id == key else _sql_text(image_id)
+            if compare_meta:
+                yield _sql_text(key), stored_id, _sql_value(uploaded), meta or NO_META
+            else:
+                yield _sql_text(key), stored_id, _sql_value(uploaded)
+
+    def _insert(self, table: str, columns: tuple[str, ...], rows: Iterator[tuple[Any, ...]]) -> int:
+        """Insert rows, a batch per statement (far fewer calls than one per row)."""
+        row = ", ".join("CAST(? AS BLOB)" if name in _TEXT_COLUMNS else "?" for name in columns)
+        into = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+        batch_statement = into + ", ".join([f"({row})"] * _ROWS_PER_INSERT)
+        count = 0
+        with self._transaction():
+            while batch := list(islice(rows, _ROWS_PER_INSERT)):
+                count += len(batch)
+                if len(batch) == _ROWS_PER_INSERT:
+                    self.connection.execute(batch_statement, list(chain.from_iterable(batch)))
+                else:
+                    self.connection.executemany(f"{into}({row})", batch)
+        return count
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        # One transaction per step; without one SQLite would commit every row.
+        self.connection.execute("BEGIN")
+        yield
+        self.connection.execute("COMMIT")
 
 
-def _repeated(keys: list[str]) -> list[tuple[str, int]]:
-    """The keys that occur more than once, with how often, sorted by key."""
-    counts = Counter(keys)
-    # compress/map keep the scan over every distinct key in C.
-    repeated = compress(counts.keys(), map(operator.lt, repeat(1), counts.values()))
-    return sorted((key, counts[key]) for key in repeated)
+def _sql_text(text: str) -> str | bytes:
+    """Text to bind for a ``CAST(? AS BLOB)``: as is, or UTF-8 if SQLite could not take it."""
+    # SQLite takes text as UTF-8, which lone surrogates (JSON may carry them) are not.
+    return text if text.isascii() else text.encode("utf-8", "surrogatepass")
 
 
-def _expected_metas(keys: list[str], metas: list[bytes | None]) -> dict[str, bytes]:
-    """Each key's expected meta, for keys that have one; with duplicates the first wins."""
-    wanted: dict[str, bytes] = {}
-    for key, meta in zip(keys, metas, strict=True):
-        if meta is not None and key not in wanted:
-            wanted[key] = meta
-    return wanted
+def _text(blob: bytes) -> str:
+    """The text :func:`_sql_text` stored."""
+    return blob.decode("utf-8", "surrogatepass")
+
+
+def _sql_value(value: Any) -> str | bytes | None:
+    """A JSON value (the upload time), stored exactly: text as text, anything else as JSON."""
+    if type(value) is str and value.isascii():
+        return value
+    if value is None:
+        return None
+    # The stdlib encoder, as it writes lone surrogates (as escapes) and integers of any size.
+    return json.dumps(value).encode()
+
+
+def _value(stored: str | bytes | None) -> Any:
+    """The value :func:`_sql_value` stored."""
+    return json.loads(stored) if isinstance(stored, bytes) else stored
+
+
+def _whole(name: str, value: Any, *, minimum: int) -> int:
+    # Not utils.validation.check_whole: that module, like exceptions, imports Airflow, and
+    # the engine needs nothing from it (a task has it loaded anyway; a benchmark need not).
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be a whole number >= {minimum}; got {value!r}.")
+    return value
+
+
+def _quote(value: Any) -> str:
+    """A bad record, shortened for an error message."""
+    # Imported only when there is an error to report, for the reason given in _whole.
+    from airflow_provider_cfimages.exceptions import short_repr
+
+    return short_repr(value)

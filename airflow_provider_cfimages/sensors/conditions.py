@@ -27,15 +27,13 @@ from airflow_provider_cfimages.exceptions import (
 from airflow_provider_cfimages.hooks.images import CloudflareImagesHook, ImagePage, image_not_found
 from airflow_provider_cfimages.hooks.query import DEFAULT_PER_PAGE, ImageQuery
 from airflow_provider_cfimages.hooks.transport import RATE_LIMIT_CODE, RETRY_STATUSES
-from airflow_provider_cfimages.utils.validation import list_from_text
+from airflow_provider_cfimages.utils.validation import check_whole, is_absent, list_from_text
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_PAGES = 10
 DEFAULT_MAX_IMAGES = 100
 MAX_ID_LENGTH = 1024
-# What an unset Jinja value renders to; treated as "not given" (as in query.py).
-_ABSENT_STRINGS = {"", "None", "none", "null"}
 
 
 @dataclass(frozen=True)
@@ -101,10 +99,10 @@ class ImageConditions:
             image_ids=ids,
             filename=pattern,
             uploaded_after=query.uploaded_after,
-            min_count=whole_number(min_count, "min_count"),
+            min_count=check_whole("min_count", min_count, minimum=1),
             creator=query.creator,
             per_page=query.per_page,
-            max_pages=None if max_pages is None else whole_number(max_pages, "max_pages"),
+            max_pages=None if max_pages is None else check_whole("max_pages", max_pages, minimum=1),
         )
         conditions._check_combination(given_uploaded_after=uploaded_after)
         return conditions
@@ -357,7 +355,7 @@ def parse_image_ids(value: Any) -> tuple[str, ...]:
         return ()
     if isinstance(value, str):
         text = value.strip()
-        if text in _ABSENT_STRINGS:
+        if is_absent(text):
             return ()
         value = list_from_text("image_ids", text) if text.startswith("[") else text.split(",")
     if not isinstance(value, (list, tuple)):
@@ -373,20 +371,6 @@ def parse_image_ids(value: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(ids))
 
 
-def whole_number(value: Any, name: str, *, minimum: int = 1) -> int:
-    """Check that ``value`` is a whole number >= ``minimum``; raise naming ``name``.
-
-    :param value: the value to check.
-    :param name: the parameter's name, for the error.
-    :param minimum: the smallest allowed value.
-    """
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise CloudflareImagesConfigError(
-            f"{name} must be a whole number >= {minimum}; got {value!r}."
-        )
-    return value
-
-
 def _one_id(item: Any) -> str:
     if not isinstance(item, str) or not item.strip() or len(item.strip()) > MAX_ID_LENGTH:
         raise CloudflareImagesConfigError(
@@ -397,7 +381,7 @@ def _one_id(item: Any) -> str:
 
 
 def _filename_pattern(value: Any) -> str | None:
-    if value is None or (isinstance(value, str) and value.strip() in _ABSENT_STRINGS):
+    if is_absent(value):
         return None
     if not isinstance(value, str):
         raise CloudflareImagesConfigError(

@@ -18,16 +18,15 @@ from airflow_provider_cfimages.sensors.conditions import (
     DEFAULT_MAX_PAGES,
     ImageConditionChecker,
     ImageConditions,
-    whole_number,
 )
 from airflow_provider_cfimages.triggers.images import CloudflareImagesTrigger
+from airflow_provider_cfimages.utils.validation import check_whole, is_absent, is_unrendered
 from airflow_provider_cfimages.version_compat import AirflowSkipException, conf
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
 # What an unset Jinja value renders to; treated as "not given".
-_ABSENT_STRINGS = {"", "None", "none", "null"}
 
 
 class CloudflareImagesSensor(BaseSensorOperator):
@@ -101,11 +100,13 @@ class CloudflareImagesSensor(BaseSensorOperator):
         self.image_ids = image_ids
         self.filename = filename
         self.uploaded_after = uploaded_after
-        self.min_count = whole_number(min_count, "min_count")
+        self.min_count = check_whole("min_count", min_count, minimum=1)
         self.creator = creator
         self.per_page = ImageQuery.build(per_page=per_page).per_page
-        self.max_pages = None if max_pages is None else whole_number(max_pages, "max_pages")
-        self.max_images_in_xcom = whole_number(max_images_in_xcom, "max_images_in_xcom")
+        self.max_pages = (
+            None if max_pages is None else check_whole("max_pages", max_pages, minimum=1)
+        )
+        self.max_images_in_xcom = check_whole("max_images_in_xcom", max_images_in_xcom, minimum=1)
         self.deferrable = deferrable
         self._check_conditions_early()
 
@@ -225,22 +226,9 @@ class CloudflareImagesSensor(BaseSensorOperator):
     def _check_conditions_early(self) -> None:
         """Check the conditions when the DAG is parsed, if no value waits for a template."""
         values = (self.image_ids, self.filename, self.uploaded_after, self.creator)
-        if all(_is_literal(value) for value in values):
+        if not any(is_unrendered(value) for value in values):
             self._build_conditions()
 
 
-def _is_literal(value: Any) -> bool:
-    """Whether a value is final as given (not a Jinja template, an XComArg or the like)."""
-    if value is None or isinstance(value, (dt.date, int, float)):
-        return True
-    if isinstance(value, str):
-        return "{{" not in value and "{%" not in value
-    if isinstance(value, (list, tuple)):
-        return all(isinstance(item, str) and _is_literal(item) for item in value)
-    return False
-
-
 def _given(value: str | None) -> str | None:
-    if isinstance(value, str) and value.strip() in _ABSENT_STRINGS:
-        return None
-    return value
+    return None if is_absent(value) else value

@@ -68,8 +68,15 @@ def list_from_text(name: str, text: str) -> Any:
     )
 
 
+# What an unset Jinja value renders to; treated as "not given".
+_ABSENT_STRINGS = frozenset({"", "None", "none", "null"})
 # Enough items to find a template in a list or mapping without walking a huge literal.
 _SCAN_ITEMS = 100
+
+
+def is_absent(value: Any) -> bool:
+    """Whether a value means "not given": ``None``, or what an unset template renders to."""
+    return value is None or (isinstance(value, str) and value.strip() in _ABSENT_STRINGS)
 
 
 def is_unrendered(value: Any) -> bool:

@@ -1,8 +1,8 @@
-"""A small run of ``benchmarks/bench_export.py`` (20,000 images), so the benchmark never rots.
+"""Small runs of ``benchmarks/bench_export.py``, so the benchmark never rots.
 
-It runs the real script end to end: the emulator in its own process, each contender in its
-own process, the report. The large runs (100,000 and 1,000,000 images) are manual; see
-the README's "Benchmarks".
+They run the real script end to end: the emulator in its own process, each contender in its
+own process, the report. 20,000 images on loopback, and 2,000 images with 20 ms per
+request. The large runs (100,000 and 1,000,000 images) are manual; see benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 BENCH_DIR = REPO_ROOT / "benchmarks"
 SMOKE_IMAGES = 20_000
 SMOKE_PER_PAGE = 10_000
+LATENCY_IMAGES = 2_000
+LATENCY_PER_PAGE = 1_000
+LATENCY_MS = 20
 #: always run: they need nothing beyond the provider's own dependencies
 CORE_CONTENDERS = ("floor", "hook", "export-jsonl", "export-jsonl-gz")
 #: run only when named
@@ -47,14 +50,16 @@ def installed(distribution: str) -> bool:
     return True
 
 
-def run_benchmark(scratch: Path, *arguments: str) -> SmokeRun:
+def run_benchmark(
+    scratch: Path, *arguments: str, images: int = SMOKE_IMAGES, per_page: int = SMOKE_PER_PAGE
+) -> SmokeRun:
     json_out = scratch / "bench.json"
     finished = subprocess.run(
         [
             sys.executable,
             str(BENCH_DIR / "bench_export.py"),
-            f"--images={SMOKE_IMAGES}",
-            f"--per-page={SMOKE_PER_PAGE}",
+            f"--images={images}",
+            f"--per-page={per_page}",
             "--repeats=1",
             "--timeout=120",
             f"--json-out={json_out}",
@@ -80,6 +85,18 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> SmokeRun:
 def formats_run(tmp_path_factory: pytest.TempPathFactory) -> SmokeRun:
     return run_benchmark(
         tmp_path_factory.mktemp("bench-formats"), "--contenders", "floor", *FORMAT_CONTENDERS
+    )
+
+
+@pytest.fixture(scope="module")
+def latency_run(tmp_path_factory: pytest.TempPathFactory) -> SmokeRun:
+    return run_benchmark(
+        tmp_path_factory.mktemp("bench-latency"),
+        f"--latency-ms={LATENCY_MS}",
+        "--contenders",
+        *CORE_CONTENDERS,
+        images=LATENCY_IMAGES,
+        per_page=LATENCY_PER_PAGE,
     )
 
 
@@ -135,6 +152,56 @@ def test_report_has_a_row_per_contender_and_the_targets(smoke_run: SmokeRun) -> 
     assert floor["images_per_s"] == pytest.approx(SMOKE_IMAGES / floor["wall_s"])
 
 
+def test_latency_run_reports_wall_time_over_requests_times_latency(
+    latency_run: SmokeRun,
+) -> None:
+    assert "| wall / (requests x latency) |" in latency_run.stdout
+    assert f"{LATENCY_IMAGES:,} images, per_page {LATENCY_PER_PAGE:,}, {LATENCY_MS} ms" in (
+        latency_run.stdout
+    )
+    rows = latency_run.summary["medians"]
+    assert {row["contender"] for row in rows} == set(CORE_CONTENDERS)
+    for row in rows:
+        assert row["latency_ms"] == LATENCY_MS
+        assert row["requests"] == LATENCY_IMAGES // LATENCY_PER_PAGE
+        # Each request waited LATENCY_MS at the emulator, one after the other: the wall
+        # time cannot be below requests x latency.
+        assert row["latency_ratio"] >= 1
+        assert f"\n| {row['contender']} | " in latency_run.stdout
+
+
+def test_loopback_runs_have_no_latency_ratio(smoke_run: SmokeRun) -> None:
+    for row in smoke_run.summary["medians"]:
+        assert row["latency_ms"] == 0
+        assert row["latency_ratio"] is None
+
+
+def test_default_matrix_has_the_real_api_case_next_to_loopback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.syspath_prepend(str(BENCH_DIR))
+    from bench_export import build_parser, cases_of
+    from bench_report import Case
+
+    defaults = cases_of(build_parser().parse_args([]))
+    assert Case(100_000, 1_000, 100.0) in defaults
+    assert Case(100_000, 1_000, 0.0) in defaults
+    named = cases_of(build_parser().parse_args(["--latency-ms", "0", "100"]))
+    assert named == [Case(100_000, 1_000, 0.0), Case(100_000, 1_000, 100.0)]
+
+
+@pytest.mark.parametrize("latency", ["-1", "abc", "nan", "60001"])
+def test_a_bad_latency_is_refused(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], latency: str
+) -> None:
+    monkeypatch.syspath_prepend(str(BENCH_DIR))
+    from bench_export import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--latency-ms", latency])
+    assert "--latency-ms: expected milliseconds, 0 to 60000" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
@@ -154,6 +221,7 @@ def test_an_incomplete_run_stops_the_benchmark(
         contender="export-jsonl",
         images_expected=SMOKE_IMAGES,
         per_page=SMOKE_PER_PAGE,
+        latency_ms=0.0,
         images=SMOKE_IMAGES,
         stored=SMOKE_IMAGES,
         wall_s=1.0,

@@ -20,7 +20,7 @@ from airflow_provider_cfimages.emulator.errors import (
     ServiceLimitReached,
 )
 from airflow_provider_cfimages.emulator.seed import SeedFileError
-from airflow_provider_cfimages.hooks.rfc3339 import epoch_micros
+from airflow_provider_cfimages.emulator.timestamps import epoch_micros
 
 ACCOUNT = "0123456789abcdef0123456789abcdef"
 

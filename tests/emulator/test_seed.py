@@ -15,8 +15,7 @@ from airflow_provider_cfimages.emulator.seed import (
     account_hash_for,
     generate_images,
 )
-from airflow_provider_cfimages.emulator.timestamps import format_uploaded
-from airflow_provider_cfimages.hooks.rfc3339 import epoch_micros
+from airflow_provider_cfimages.emulator.timestamps import epoch_micros, format_uploaded
 
 HASH = account_hash_for("0" * 32)
 UPLOADED = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")

@@ -34,12 +34,12 @@ from airflow_provider_cfimages.exceptions import (
     CloudflareImagesPaginationError,
 )
 from airflow_provider_cfimages.hooks.images import CloudflareImagesHook
-from airflow_provider_cfimages.hooks.query import parse_uploaded
-from airflow_provider_cfimages.inventory import CSV_COLUMNS, csv_cell
+from airflow_provider_cfimages.inventory import CSV_COLUMNS
 from airflow_provider_cfimages.operators.images import (
     CloudflareImagesListOperator,
     ListingProgress,
 )
+from airflow_provider_cfimages.utils.timestamps import parse_uploaded
 
 TOTAL = 25_000
 S3_CONN_ID = "aws_cfimages_list_tests"
@@ -101,6 +101,15 @@ def parse_export(text: str, fmt: str) -> list[Any]:
     if fmt == "json":
         return json.loads(text)
     return list(csv.reader(io.StringIO(text, newline="")))
+
+
+def csv_cell(value: Any) -> str:
+    """A CSV cell as the README describes it: text as is, None empty, anything else JSON."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def expected_rows(images: list[dict[str, Any]], fmt: str) -> list[Any]:

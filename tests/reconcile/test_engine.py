@@ -1,9 +1,14 @@
-"""The reconcile engine: counts, rows, duplicates, drift, spilling, against a plain model."""
+"""The reconcile engine: counts, rows, duplicates, drift, its temporary file, against a model."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from airflow_provider_cfimages.reconcile.engine import (
-    PARTITIONS,
+    ROW_KINDS,
     ActualRecord,
     ExpectedRecord,
     Reconciler,
@@ -161,25 +166,144 @@ def test_samples_are_the_smallest_keys_across_buckets() -> None:
     assert len(rows) == 1000
 
 
-def test_spilling_gives_the_same_rows_in_the_same_order() -> None:
+def test_rows_come_kind_by_kind_sorted_whatever_the_batch_size() -> None:
     expected = [(f"k{n}", canonical_meta({"n": n})) for n in range(3000)] + [("k7", None)]
     actual = [image(f"k{n}", {"n": n if n % 97 else -1}) for n in range(1500, 4500)]
     actual.append(image("k4000"))
+    batches: list[list[dict[str, Any]]] = []
 
-    in_memory = Reconciler(compare_meta=True)
-    spilling = Reconciler(compare_meta=True, spill_at=7)
-    rows_in_memory: list[dict[str, Any]] = []
-    rows_spilled: list[dict[str, Any]] = []
-    summary_in_memory = in_memory.run(expected, actual, sink=rows_in_memory.extend)
-    summary_spilled = spilling.run(expected, actual, sink=rows_spilled.extend)
+    summary, rows = run(expected, actual, compare_meta=True)
+    small = Reconciler(compare_meta=True, batch_size=7).run(expected, actual, sink=batches.append)
 
-    assert in_memory.spilled_bytes == 0
-    assert spilling.spilled_bytes > 0
-    assert rows_spilled == rows_in_memory
-    assert summary_spilled.to_dict() == summary_in_memory.to_dict()
-    assert summary_spilled.counts["missing"] == 1500
-    assert summary_spilled.counts["duplicate_expected"] == 1
-    assert summary_spilled.counts["duplicate_actual"] == 1
+    assert [row for batch in batches for row in batch] == rows
+    assert max(map(len, batches)) == 7
+    assert all(len({row["kind"] for row in batch}) == 1 for batch in batches)
+    assert small.to_dict() == summary
+    assert [row["kind"] for row in rows] == sorted(
+        (row["kind"] for row in rows), key=ROW_KINDS.index
+    )
+    for kind in ROW_KINDS:
+        keys = [row["key"] for row in by_kind(rows, kind)]
+        assert keys == sorted(keys)
+    assert summary["missing_count"] == 1500
+    assert summary["duplicate_expected_count"] == 1
+    assert summary["duplicate_actual_count"] == 1
+    assert summary["drifted_count"] == len(range(1552, 3000, 97))
+
+
+def test_samples_sort_as_python_sorts_text() -> None:
+    odd = ["b", "a", "\ud800", "\U0001f600", "\uffff", "\ue000", "Z", "", " a", "é"]
+
+    summary, rows = run([(k, None) for k in odd], [], sample_size=len(odd))
+
+    assert summary["missing"] == sorted(odd)
+    assert [row["key"] for row in rows] == sorted(odd)
+
+
+def test_the_temporary_database_goes_in_temp_dir_and_is_deleted(tmp_path: Path) -> None:
+    seen: list[list[str]] = []
+
+    def sink(rows: list[dict[str, Any]]) -> None:
+        seen.append(sorted(path.name for path in tmp_path.iterdir()))
+
+    reconciler = Reconciler(temp_dir=str(tmp_path))
+    reconciler.run([("a", None)], [image("b")], sink=sink)
+
+    # Unlinked as soon as it is open: not even visible while the run is under way.
+    assert seen == [[], []]
+    assert list(tmp_path.iterdir()) == []
+    assert reconciler.disk_bytes > 0
+
+
+def test_an_error_in_a_side_or_the_sink_propagates_and_leaves_no_file(tmp_path: Path) -> None:
+    def failing() -> Any:
+        yield image("a")
+        raise ValueError("the listing broke")
+
+    def sink(rows: list[dict[str, Any]]) -> None:
+        raise ValueError("the sink broke")
+
+    with pytest.raises(ValueError, match="the listing broke"):
+        Reconciler(temp_dir=str(tmp_path)).run([("a", None)], failing())
+    with pytest.raises(ValueError, match="the sink broke"):
+        Reconciler(temp_dir=str(tmp_path)).run([("a", None)], [], sink=sink)
+
+    assert list(tmp_path.iterdir()) == []
+
+
+KILLED_RUN = """
+import sys, time
+from airflow_provider_cfimages.reconcile.engine import Reconciler
+
+def listing():
+    for n in range(5000):
+        yield f"k{n}", None, None, None
+    print("listing", flush=True)
+    time.sleep(120)
+
+Reconciler(temp_dir=sys.argv[1]).run(((f"k{n}", None) for n in range(5000)), listing())
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads the open files in /proc (Linux)")
+def test_a_killed_run_leaves_no_file(tmp_path: Path) -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_RUN, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline() == "listing\n"
+        open_files = [os.readlink(fd) for fd in Path(f"/proc/{child.pid}/fd").iterdir()]
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+
+    # The database was open, in temp_dir, and already unlinked, so the kill left nothing.
+    assert any(
+        name.startswith(str(tmp_path / "cfimages-reconcile-")) and name.endswith(" (deleted)")
+        for name in open_files
+    ), open_files
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_odd_upload_times_come_back_as_given() -> None:
+    values = ["2024-01-01T00:00:00Z", "\udfff", None, 12, 2**70, 1.5, True, {"a": [1]}]
+    actual = [(f"k{n}", None, value, None) for n, value in enumerate(values)]
+
+    _, rows = run([], actual)
+
+    assert [row["uploaded"] for row in rows] == values
+    assert type(rows[6]["uploaded"]) is bool
+
+
+def test_an_image_listed_twice_is_reported_once_from_its_first_record() -> None:
+    first, later = "2024-01-01T00:00:00Z", "2024-02-02T00:00:00Z"
+    actual = [
+        ("x", None, first, canonical_meta({"v": 1})),
+        ("x", None, later, canonical_meta({"v": 2})),
+        ("d", None, first, canonical_meta({"v": 1})),
+        ("d", None, later, canonical_meta({"v": 2})),
+        ("d", None, first, canonical_meta({"v": 3})),
+    ]
+    expected = [("d", None), ("d", canonical_meta({"v": 1})), ("d", canonical_meta({"v": 9}))]
+
+    summary, rows = run(expected, actual, compare_meta=True)
+
+    assert by_kind(rows, "unexpected") == [
+        {"kind": "unexpected", "key": "x", "id": "x", "uploaded": first}
+    ]
+    # The expected meta is the key's first one given; the image's first differing record.
+    assert by_kind(rows, "drifted") == [
+        {
+            "kind": "drifted",
+            "key": "d",
+            "id": "d",
+            "uploaded": later,
+            "expected_meta": {"v": 1},
+            "actual_meta": {"v": 2},
+        }
+    ]
+    assert summary["duplicate_actual_count"] == 2
 
 
 def test_keys_with_lone_surrogates_and_newlines_are_compared_as_given() -> None:
@@ -234,8 +358,8 @@ def test_expected_records_reject_bad_values_naming_the_record(
 def test_reconciler_rejects_bad_settings() -> None:
     with pytest.raises(ValueError, match="sample_size"):
         Reconciler(sample_size=-1)
-    with pytest.raises(ValueError, match="spill_at"):
-        Reconciler(spill_at=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        Reconciler(batch_size=0)
 
 
 # -- against a plain model ------------------------------------------------------------------
@@ -290,23 +414,18 @@ def model(expected: list[tuple[str, Any]], actual: list[tuple[str, str, Any]]) -
 @given(
     expected=st.lists(st.tuples(keys, metas), max_size=30),
     actual=st.lists(st.tuples(keys, st.sampled_from(["i1", "i2", "i3"]), metas), max_size=30),
-    spill_at=st.sampled_from([1, 4, 1000]),
+    batch_size=st.sampled_from([1, 4, 1000]),
 )
 def test_matches_a_plain_model(
-    expected: list[tuple[str, Any]], actual: list[tuple[str, str, Any]], spill_at: int
+    expected: list[tuple[str, Any]], actual: list[tuple[str, str, Any]], batch_size: int
 ) -> None:
     expected_in = [(k, canonical_meta(m) if m is not None else None) for k, m in expected]
     actual_in = [(k, i, UPLOADED, canonical_meta(m)) for k, i, m in actual]
 
-    summary, rows = run(expected_in, actual_in, compare_meta=True, spill_at=spill_at)
+    summary, rows = run(expected_in, actual_in, compare_meta=True, batch_size=batch_size)
 
     assert sorted(json.dumps(row, sort_keys=True) for row in rows) == model(expected, actual)
     distinct_expected = {k for k, _ in expected}
     distinct_actual = {k for k, _, _ in actual}
     assert summary["matched"] == len(distinct_expected & distinct_actual)
     assert summary["missing_count"] == len(distinct_expected - distinct_actual)
-
-
-def test_partitions_is_a_power_of_two() -> None:
-    # The bucket is computed with a bit mask.
-    assert PARTITIONS & (PARTITIONS - 1) == 0

@@ -17,7 +17,6 @@ from airflow_provider_cfimages.inventory.reader import (
     InventoryIntegrityError,
     InventoryReader,
     InventorySource,
-    JsonArrayStream,
     export_from_manifest,
 )
 from airflow_provider_cfimages.inventory.writer import InventoryTarget, InventoryWriter
@@ -77,33 +76,33 @@ def test_jsonl_gives_one_value_per_line_skipping_blank_lines(tmp_path: Path, nam
 
 
 @pytest.mark.parametrize("name", ["keys.json", "keys.json.gz"])
-def test_json_array_is_streamed_element_by_element(tmp_path: Path, name: str) -> None:
-    values = [{"id": f"k{n}", "n": n * 1.5} for n in range(2000)] + ["plain", 12345, None]
+def test_json_array_gives_its_elements(tmp_path: Path, name: str) -> None:
+    values = [{"id": f"k{n}", "n": n * 1.5} for n in range(25_000)] + ["plain", 12345, None]
+    values += [-0.5e10, 'a "quoted" ] , string', {"k": [1, {"x": None}]}, True, []]
     path = write(tmp_path / name, json.dumps(values, indent=1).encode())
 
     assert read(path) == values
 
 
-@pytest.mark.parametrize("chunk_size", [1, 2, 3, 7, 64])
-def test_json_array_stream_handles_elements_split_across_chunks(chunk_size: int) -> None:
-    values = [12345, -0.5e10, 'a "quoted" ] , string', {"k": [1, {"x": None}]}, True, []]
-    text = io.StringIO(" \n[ " + ",\n ".join(json.dumps(v) for v in values) + " ]\n")
-
-    assert list(JsonArrayStream(text, chunk_size=chunk_size)) == values
-
-
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ('{"id": "a"}', "does not start with"),
-        ('["a" "b"]', "expected ','"),
+        ('{"id": "a"}', "holds {'id': 'a'}"),
+        ('["a" "b"]', "Expecting ',' delimiter"),
         ('["a", ', "Expecting value"),
-        ('["a"] x', "after the closing"),
+        ('["a"] x', "Extra data"),
+        ("", "Expecting value"),
     ],
 )
-def test_json_array_stream_rejects_what_is_not_one_array(text: str, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        list(JsonArrayStream(io.StringIO(text), chunk_size=2))
+def test_json_that_is_not_one_array_is_refused_naming_the_file(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    path = write(tmp_path / "keys.json", text.encode())
+
+    with pytest.raises(CloudflareImagesConfigError) as caught:
+        read(path)
+    assert f"expected {str(path)!r} must hold one JSON array" in str(caught.value)
+    assert message in str(caught.value)
 
 
 def test_empty_json_array(tmp_path: Path) -> None:
@@ -120,11 +119,14 @@ def test_bad_jsonl_line_is_named(tmp_path: Path) -> None:
 def test_not_gzip_or_not_utf8_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "k.txt.gz").write_bytes(b"plain text, not gzip")
     (tmp_path / "latin1.txt").write_bytes("café\n".encode("latin-1"))
+    (tmp_path / "latin1.json").write_bytes('["café"]'.encode("latin-1"))
 
     with pytest.raises(CloudflareImagesConfigError, match="not a readable UTF-8 gzip txt"):
         read(tmp_path / "k.txt.gz")
     with pytest.raises(CloudflareImagesConfigError, match="not a readable UTF-8 txt"):
         read(tmp_path / "latin1.txt")
+    with pytest.raises(CloudflareImagesConfigError, match=r"latin1\.json' is not a readable UTF-8"):
+        read(tmp_path / "latin1.json")
 
 
 def corrupt(data: bytes, damage: str) -> bytes:

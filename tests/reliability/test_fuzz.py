@@ -40,7 +40,6 @@ from airflow_provider_cfimages.hooks.transport import (
 from airflow_provider_cfimages.inventory.reader import (
     InventoryReader,
     InventorySource,
-    JsonArrayStream,
 )
 from airflow_provider_cfimages.reconcile.engine import Reconciler, actual_records, expected_records
 
@@ -469,7 +468,7 @@ def test_any_export_file_reconciles_or_fails_with_a_provider_error(
     name, data = source
     path = tmp_path / name.replace("source", "export")
     path.write_bytes(data)
-    reconciler = Reconciler(key="id", compare_meta=meta, spill_at=3, temp_dir=str(tmp_path))
+    reconciler = Reconciler(key="id", compare_meta=meta, batch_size=3, temp_dir=str(tmp_path))
     expected = expected_records(["a", "b"], key_field="id", parameter="expected")
     images = InventoryReader(InventorySource.parse(str(path), parameter="actual_from")).images()
     actual = actual_records(images, key="id", compare_meta=meta)
@@ -485,14 +484,17 @@ def test_any_export_file_reconciles_or_fails_with_a_provider_error(
 @FUZZ
 @given(
     elements=st.lists(json_values, max_size=8),
-    chunk_size=st.integers(1, 16),
     indent=st.none() | st.integers(0, 3),
+    gzipped=st.booleans(),
 )
-def test_the_json_array_stream_reads_any_array_as_json_does(
-    elements: list[Any], chunk_size: int, indent: int | None
+def test_a_json_array_file_reads_as_json_does(
+    tmp_path: Path, elements: list[Any], indent: int | None, gzipped: bool
 ) -> None:
-    text = json.dumps(elements, indent=indent)
-    assert list(JsonArrayStream(io.StringIO(text), chunk_size=chunk_size)) == json.loads(text)
+    data = json.dumps(elements, indent=indent).encode()
+    path = tmp_path / ("values.json.gz" if gzipped else "values.json")
+    path.write_bytes(gzip.compress(data) if gzipped else data)
+    reader = InventoryReader(InventorySource.parse(str(path), parameter="expected"))
+    assert list(reader.records()) == json.loads(data)
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

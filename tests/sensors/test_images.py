@@ -17,9 +17,9 @@ from airflow_provider_cfimages.exceptions import (
     CloudflareImagesConfigError,
     CloudflareImagesError,
 )
-from airflow_provider_cfimages.hooks.rfc3339 import parse_rfc3339
 from airflow_provider_cfimages.sensors.images import CloudflareImagesSensor
 from airflow_provider_cfimages.triggers.images import CloudflareImagesTrigger
+from airflow_provider_cfimages.utils.timestamps import parse_rfc3339
 from tests.compat import (
     AirflowRescheduleException,
     AirflowSensorTimeout,

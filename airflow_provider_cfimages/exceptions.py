@@ -59,6 +59,10 @@ class CloudflareImagesAPIError(CloudflareImagesError):
         simply try later (a sensor) may treat it as "not yet".
     """
 
+    #: an earlier try of the same call went unanswered (a lost connection, a 5xx), so the
+    #: server may have carried it out: a retried DELETE told "not found" deleted the image.
+    after_unanswered_attempt: bool = False
+
     def __init__(
         self,
         message: str,
@@ -110,6 +114,15 @@ def _rebuild_api_error(
     error.__dict__.update(state)
     error.args = (error._render(),)
     return error
+
+
+def image_not_found(err: CloudflareImagesAPIError) -> bool:
+    """Whether an error means "no such image" (code 5404), not a wrong account or route.
+
+    A 404 without Cloudflare's code (an HTML page from a proxy, a wrong base URL) is not
+    taken as "not found": the delete operator would count the image as already gone.
+    """
+    return 5404 in err.codes
 
 
 class CloudflareImagesRateLimitError(CloudflareImagesAPIError):

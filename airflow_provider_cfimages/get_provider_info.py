@@ -13,6 +13,7 @@ from typing import Any
 from airflow_provider_cfimages import __version__
 
 DEFAULT_BASE_URL = "https://api.cloudflare.com/client/v4"
+DEFAULT_BATCH_BASE_URL = "https://batch.imagedelivery.net"
 CONN_TYPE = "cloudflare_images"
 HOOK_NAME = "Cloudflare Images"
 
@@ -48,6 +49,20 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
         "description": "Optional client-side budget; Cloudflare allows 1200 requests per 5 "
         "minutes per user, shared by every client of that user.",
     },
+    "rate_limit_reserve": {
+        "label": "Rate-limit reserve",
+        "schema": {"type": ["number", "null"], "default": 0.1, "minimum": 0, "maximum": 0.9},
+        "description": "Fraction of Cloudflare's rate-limit quota (read from the Ratelimit "
+        "headers) left for the account's other clients: once only that much is left, requests "
+        "wait for the window to reset. 0 to 0.9; default 0.1.",
+    },
+    "batch_base_url": {
+        "label": "Batch API base URL",
+        "schema": {"type": ["string", "null"]},
+        "description": "Host of the Images batch API, used for bulk deletes outside the "
+        f"account's rate limit; default {DEFAULT_BATCH_BASE_URL} (set it for a proxy or "
+        "the emulator).",
+    },
 }
 
 UI_FIELD_BEHAVIOUR: dict[str, Any] = {
@@ -65,6 +80,8 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
         "auth_type": "api_token",
         "timeout": "60",
         "max_retries": "5",
+        "rate_limit_reserve": "0.1",
+        "batch_base_url": DEFAULT_BATCH_BASE_URL,
     },
 }
 

@@ -34,6 +34,16 @@ def _rate_limit(text: str) -> tuple[int, float]:
     return int(match.group(1)), float(match.group(2))
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError("expected a positive number of seconds, e.g. 20")
+    return value
+
+
 def _probability(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
@@ -93,10 +103,35 @@ def build_parser() -> argparse.ArgumentParser:
         "--rate-limit",
         type=_rate_limit,
         metavar="N/SECONDS",
-        help="answer 429 (code 971) past N requests per window, e.g. 1200/300",
+        help="Cloudflare's rule: N requests per window, then every request refused (429, "
+        "code 971) for the lockout; e.g. 1200/300 as the real API, 12/10 scaled down",
+    )
+    parser.add_argument(
+        "--lockout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="with --rate-limit: how long every request is refused once the quota is "
+        "exceeded (default: the rest of the window, or --retry-after)",
+    )
+    parser.add_argument(
+        "--no-ratelimit-headers",
+        action="store_true",
+        help="with --rate-limit: do not send the Ratelimit / Ratelimit-Policy headers",
     )
     parser.add_argument(
         "--retry-after", type=int, help="Retry-After seconds of the 429s (default: time left)"
+    )
+    parser.add_argument(
+        "--batch-token-lifetime",
+        type=_seconds,
+        metavar="SECONDS",
+        help="how long an Images batch token is accepted (default 1800)",
+    )
+    parser.add_argument(
+        "--batch-rate",
+        type=int,
+        metavar="N",
+        help="requests per second allowed per batch token (default 200)",
     )
     parser.add_argument(
         "--fail-rate",
@@ -158,7 +193,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     faults = FaultPlan()
     if args.rate_limit is not None:
         requests, window = args.rate_limit
-        faults.rate_limit(requests, window, retry_after=args.retry_after)
+        faults.rate_limit(
+            requests,
+            window,
+            retry_after=args.retry_after,
+            block_seconds=args.lockout,
+            headers=not args.no_ratelimit_headers,
+        )
     if args.fail_rate:
         faults.fail_randomly(args.fail_rate, args.fail_statuses, seed=args.seed)
     if args.page_cap is not None:
@@ -177,6 +218,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             faults=faults,
             accounts=args.accounts,
             verbose=args.verbose,
+        )
+        emulator.batch.configure(
+            token_lifetime=args.batch_token_lifetime, requests_per_second=args.batch_rate
         )
         emulator.start()
     except (OSError, ValueError) as error:  # SeedFileError is a ValueError
@@ -204,6 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"api_token: {emulator.api_token}",
         f"email: {emulator.email}",
         f"global_key: {emulator.global_key}",
+        f"batch_base_url: {emulator.batch_url}",
         f"control: {emulator.control_url}/faults",
         "export AIRFLOW_CONN_CLOUDFLARE_IMAGES_DEFAULT=" + shlex.quote(emulator.connection_json()),
         *_account_lines(emulator),

@@ -189,8 +189,15 @@ class RateLimited(CloudflareAPIError):
     status = 429
     default_message = "Please wait and consider throttling your request speed"
 
-    def __init__(self, message: str | None = None, *, retry_after: int, **kwargs: Any):
-        super().__init__(message, headers={"Retry-After": str(retry_after)})
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        retry_after: int,
+        headers: dict[str, str] | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(message, headers={**(headers or {}), "Retry-After": str(retry_after)})
         self.retry_after = retry_after
 
 
@@ -226,6 +233,14 @@ class AuthenticationError(CloudflareAPIError):
     default_message = "Authentication error"
 
 
+class ForbiddenEndpoint(CloudflareAPIError):
+    """103: a path the Images batch host does not serve (List images V2 among them)."""
+
+    code = 103
+    status = 403
+    default_message = "forbidden endpoint"
+
+
 #: every error class, by code (for documentation and for the tests)
 ERRORS_BY_CODE: dict[int, type[CloudflareAPIError]] = {
     cls.code: cls
@@ -247,5 +262,6 @@ ERRORS_BY_CODE: dict[int, type[CloudflareAPIError]] = {
         MissingAuthHeaders,
         InvalidAccessToken,
         AuthenticationError,
+        ForbiddenEndpoint,
     )
 }

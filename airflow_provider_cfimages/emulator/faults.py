@@ -6,7 +6,8 @@ requests (or until :meth:`FaultPlan.clear` when ``k`` is ``None``)::
 
     emu.faults.fail_next(2, status=502, path="/images/v2")          # next 2 list pages: 502
     emu.faults.fail_next(1, status=503, path="/images/v2", on_request=5)  # the 5th page only
-    emu.faults.rate_limit(requests=100, window_seconds=60, retry_after=3)
+    emu.faults.rate_limit(requests=12, window_seconds=10, block_seconds=20)  # Cloudflare's rule
+    emu.faults.lose_answer_next(1, method="DELETE")  # carried out, then the connection drops
 
 ``path`` is a prefix of the path after ``/client/v4/accounts/{account_id}`` (e.g.
 ``/images/v2``, ``/images/v1/stats``) or of the whole path (``/client/v4/...``).
@@ -15,8 +16,10 @@ Where faults apply:
 
 - at the edge, before routing and authentication (like Cloudflare's proxy): ``drop_next``,
   ``slow_next``, ``fail_next``, ``fail_randomly``, and ``truncate_next`` (which cuts the
-  body of the response the request then gets);
+  body of the response the request then gets) and ``lose_answer_next`` (which handles the
+  request in full, then closes the connection without answering);
 - after authentication (the API's per-user quota): ``rate_limit`` and ``block_for``;
+  with ``rate_limit`` every answer carries ``Ratelimit`` and ``Ratelimit-Policy``;
 - inside List images V2: ``repeat_token``, ``short_pages``, ``trailing_empty_page``.
 
 Rules are evaluated in the order they were added; a request answered by a fault (dropped,
@@ -43,7 +46,15 @@ from airflow_provider_cfimages.emulator.errors import (
 )
 
 FaultKind = Literal[
-    "fail", "drop", "truncate", "slow", "random_fail", "repeat_token", "short_pages", "trailing"
+    "fail",
+    "drop",
+    "truncate",
+    "slow",
+    "random_fail",
+    "repeat_token",
+    "short_pages",
+    "trailing",
+    "lose_answer",
 ]
 
 _REASONS = {
@@ -111,6 +122,47 @@ class EdgeFault:
     fail: tuple[int, bool, bytes | None] | None = None
     truncate: Literal["honest", "lying"] | None = None
     names: tuple[str, ...] = ()
+    lose_answer: bool = False
+
+
+@dataclass(frozen=True)
+class RateLimitRule:
+    """Cloudflare's account-wide limit: ``requests`` per window, then a lockout.
+
+    :param requests: the quota of one window.
+    :param window_seconds: the window's length.
+    :param retry_after: a fixed ``Retry-After`` for the 429s (else the lockout left).
+    :param block_seconds: the lockout: once the quota is exceeded, every call is refused
+        this long (default: ``retry_after``, or the rest of the window).
+    :param headers: send ``Ratelimit`` and ``Ratelimit-Policy`` on every answer.
+    :param policy: the policy name in those headers.
+    """
+
+    requests: int
+    window_seconds: float
+    retry_after: int | None = None
+    block_seconds: float | None = None
+    headers: bool = True
+    policy: str = "default"
+
+    def describe(self) -> dict[str, Any]:
+        """The rule as JSON-friendly data (for the control API)."""
+        return {item.name: getattr(self, item.name) for item in fields(self)}
+
+    def quota_headers(self, remaining: int, reset: float) -> dict[str, str]:
+        """Both headers, for ``remaining`` requests left and ``reset`` seconds to go."""
+        if not self.headers:
+            return {}
+        name = self.policy.replace("\\", "\\\\").replace('"', '\\"')
+        return {
+            "Ratelimit": f'"{name}";r={max(0, remaining)};t={max(0, math.ceil(reset))}',
+            "Ratelimit-Policy": f'"{name}";q={self.requests};w={_sf_number(self.window_seconds)}',
+        }
+
+
+def _sf_number(value: float) -> str:
+    """A number as a structured-field integer or decimal (never in exponent notation)."""
+    return str(int(value)) if float(value).is_integer() else f"{value:.3f}".rstrip("0")
 
 
 def edge_error_page(status: int, ray_id: str) -> bytes:
@@ -148,7 +200,7 @@ class FaultPlan:
         self._clock = clock
         self._lock = threading.Lock()
         self._rules: list[FaultRule] = []
-        self._limit: tuple[int, float, int | None, float | None] | None = None
+        self._limit: RateLimitRule | None = None
         self._window_start = 0.0
         self._window_count = 0
         self._blocked_until = 0.0
@@ -265,6 +317,21 @@ class FaultPlan:
         """Wait ``seconds`` before handling the next ``k`` matching requests."""
         return self._add(FaultRule("slow", k, path, method, on_request, seconds=seconds))
 
+    def lose_answer_next(
+        self,
+        k: int | None = 1,
+        *,
+        path: str | None = None,
+        method: str | None = None,
+        on_request: int = 1,
+    ) -> FaultRule:
+        """Carry out the next ``k`` matching requests, then close without answering.
+
+        The client sees a dropped connection for a request that did happen (a DELETE
+        retried after it is then told "not found").
+        """
+        return self._add(FaultRule("lose_answer", k, path, method, on_request))
+
     def repeat_token(self, after_pages: int = 1, *, times: int | None = None) -> FaultRule:
         """After ``after_pages`` pages, List images V2 returns a token it already returned.
 
@@ -303,19 +370,34 @@ class FaultPlan:
         retry_after: int | None = None,
         *,
         block_seconds: float | None = None,
+        headers: bool = True,
+        policy: str = "default",
     ) -> None:
-        """Allow ``requests`` authenticated API requests per window; answer 429 beyond.
+        """Enforce Cloudflare's rule: ``requests`` authenticated API requests per window.
 
-        Past the limit, every request is refused (429, code 971, ``Retry-After``) for
-        ``block_seconds`` (default: ``retry_after``, or what is left of the window), the way
-        the real API keeps a throttled user blocked for a while.
+        The first request past the quota locks the user out: every request is refused (429,
+        code 971, ``Retry-After``) for ``block_seconds`` (default: ``retry_after``, or what
+        is left of the window), not only the excess, as the real API does for five minutes.
+        Every answer then carries ``Ratelimit: "default";r=<left>;t=<seconds to reset>`` and
+        ``Ratelimit-Policy: "default";q=<requests>;w=<window>`` (the real API's 1200 per
+        300 s; scale both down for tests).
 
-        :param retry_after: the ``Retry-After`` value; the seconds left of the block if None.
+        :param retry_after: the ``Retry-After`` value; the seconds left of the lockout if None.
+        :param block_seconds: the lockout's length.
+        :param headers: send the two headers (False: a server from before they existed).
+        :param policy: the policy name in the headers.
         """
         if requests < 0 or window_seconds <= 0:
             raise ValueError("requests must be >= 0 and window_seconds > 0")
+        if block_seconds is not None and block_seconds < 0:
+            raise ValueError("block_seconds must be >= 0")
+        if not policy or not policy.isprintable() or not policy.isascii():
+            raise ValueError("policy must be a printable ASCII name")
+        rule = RateLimitRule(
+            requests, float(window_seconds), retry_after, block_seconds, headers, policy
+        )
         with self._lock:
-            self._limit = (requests, float(window_seconds), retry_after, block_seconds)
+            self._limit = rule
             self._window_start = self._clock()
             self._window_count = 0
 
@@ -343,15 +425,7 @@ class FaultPlan:
     def describe(self) -> dict[str, Any]:
         """The armed faults as JSON-friendly data (for the control API)."""
         with self._lock:
-            limit = None
-            if self._limit is not None:
-                requests, window, retry_after, block = self._limit
-                limit = {
-                    "requests": requests,
-                    "window_seconds": window,
-                    "retry_after": retry_after,
-                    "block_seconds": block,
-                }
+            limit = None if self._limit is None else self._limit.describe()
             blocked_for = max(0.0, self._blocked_until - self._clock())
             return {
                 "rules": [rule.describe() for rule in self._rules],
@@ -368,6 +442,7 @@ class FaultPlan:
         fail: tuple[int, bool, bytes | None] | None = None
         truncate: Literal["honest", "lying"] | None = None
         names: list[str] = []
+        lose_answer = False
         with self._lock:
             for rule in self._rules:
                 if rule.kind in ("repeat_token", "short_pages", "trailing") or rule.exhausted:
@@ -392,6 +467,9 @@ class FaultPlan:
                     drop = True
                     names.append("drop")
                     break
+                if rule.kind == "lose_answer":
+                    lose_answer = True
+                    names.append("lose_answer")
                 if rule.kind == "fail":
                     fail = (rule.status, rule.html, rule.body)
                     names.append(f"fail:{rule.status}")
@@ -405,43 +483,47 @@ class FaultPlan:
             self._rules = [
                 rule for rule in self._rules if not rule.exhausted or rule.kind == "repeat_token"
             ]
-        return EdgeFault(drop, delay, fail, truncate, tuple(names))
+        return EdgeFault(drop, delay, fail, truncate, tuple(names), lose_answer)
 
-    def check_rate_limit(self) -> None:
-        """Count an authenticated request; raise :class:`RateLimited` past the limit."""
+    def check_rate_limit(self) -> dict[str, str]:
+        """Count an authenticated request; raise :class:`RateLimited` past the limit.
+
+        Returns the ``Ratelimit`` headers the answer carries (none without a rule).
+        """
         with self._lock:
             now = self._clock()
+            rule = self._limit
             if now < self._blocked_until:
-                raise self._rate_limited(now)
-            if self._limit is None:
-                return
-            requests, window, retry_after, block_seconds = self._limit
-            if now - self._window_start >= window:
+                headers = {} if rule is None else rule.quota_headers(0, self._blocked_until - now)
+                raise self._rate_limited(now, headers)
+            if rule is None:
+                return {}
+            if now - self._window_start >= rule.window_seconds:
                 self._window_start = now
                 self._window_count = 0
             self._window_count += 1
-            if self._window_count <= requests:
-                return
+            window_left = rule.window_seconds - (now - self._window_start)
+            if self._window_count <= rule.requests:
+                return rule.quota_headers(rule.requests - self._window_count, window_left)
+            block_seconds = rule.block_seconds
             if block_seconds is None:
-                block_seconds = (
-                    retry_after if retry_after is not None else window - (now - self._window_start)
-                )
+                block_seconds = rule.retry_after if rule.retry_after is not None else window_left
             self._blocked_until = now + block_seconds
-            # The quota starts afresh once the block is over.
+            # The quota starts afresh once the lockout is over.
             self._window_start = self._blocked_until
             self._window_count = 0
-            self._block_retry_after = retry_after
+            self._block_retry_after = rule.retry_after
             self._block_message = (
-                f"More than {requests} requests per {window:g} seconds reached. "
-                "Please wait and consider throttling your request speed"
+                f"More than {rule.requests} requests per {rule.window_seconds:g} seconds "
+                "reached. Please wait and consider throttling your request speed"
             )
-            raise self._rate_limited(now)
+            raise self._rate_limited(now, rule.quota_headers(0, block_seconds))
 
-    def _rate_limited(self, now: float) -> RateLimited:
+    def _rate_limited(self, now: float, headers: dict[str, str]) -> RateLimited:
         retry_after = self._block_retry_after
         if retry_after is None:
             retry_after = max(1, math.ceil(self._blocked_until - now))
-        return RateLimited(self._block_message, retry_after=retry_after)
+        return RateLimited(self._block_message, retry_after=retry_after, headers=headers)
 
     def list_behaviour(self) -> tuple[int | None, bool]:
         """``(page_cap, trailing_empty_page)`` for the next List images V2 page."""

@@ -5,6 +5,9 @@
   (no Cloudflare auth; faults, request log, reset, direct-upload completion).
 - :class:`EmulatorApp` turns a parsed :class:`Request` into a :class:`Response`:
   route -> account id check -> method -> authentication -> account -> rate limit -> handler.
+  Every answer past the rate limit carries its ``Ratelimit`` headers. The Images batch host
+  is served under ``/batch`` (:data:`BATCH_ROUTES`: the same handlers, a batch token
+  instead of the account's credentials, no account quota; see :mod:`~.batch`).
   Handlers only parse parameters and call :class:`~.backend.ImagesBackend`.
 - :class:`_Handler` is the stdlib ``http.server`` adapter: HTTP/1.1 keep-alive, bodies with
   Content-Length, and the transport-level faults (drop, delay, 5xx page, truncation).
@@ -51,9 +54,12 @@ from airflow_provider_cfimages.emulator.auth import (
     default_credentials,
 )
 from airflow_provider_cfimages.emulator.backend import ImagesBackend
+from airflow_provider_cfimages.emulator.batch import BATCH_ROOT, BatchTokens
 from airflow_provider_cfimages.emulator.errors import (
+    AuthenticationError,
     BadRequest,
     CloudflareAPIError,
+    ForbiddenEndpoint,
     ImagesMustBeUploadedAsForm,
     InternalServerError,
     InvalidObjectIdentifier,
@@ -107,6 +113,14 @@ class Response:
     @property
     def length(self) -> int:
         return sum(len(chunk) for chunk in self.body)
+
+    def with_headers(self, headers: Mapping[str, str]) -> Response:
+        """The same response with more headers."""
+        if not headers:
+            return self
+        return Response(
+            self.status, self.body, self.content_type, (*self.headers, *headers.items())
+        )
 
 
 @dataclass(frozen=True)
@@ -238,6 +252,7 @@ ROUTES: tuple[Route, ...] = (
     Route("/images/v2/direct_upload", {"POST": "create_direct_upload"}),
     Route("/images/v1", {"GET": "list_images_v1", "POST": "upload_image"}),
     Route("/images/v1/stats", {"GET": "images_stats"}),
+    Route("/images/v1/batch_token", {"GET": "issue_batch_token"}),
     Route("/images/v1/(?:keys|variants)(?:/.*)?", {}),  # signing keys, variants: not emulated
     Route("/images/v1/(?P<image_id>.+)/blob", {}),  # image bytes: not stored, not emulated
     Route(
@@ -257,6 +272,7 @@ ROUTES: tuple[Route, ...] = (
         control=True,
     ),
     Route("/__emulator__/reset", {"POST": "control_reset"}, control=True),
+    Route("/__emulator__/batch", {"GET": "control_batch", "POST": "control_batch"}, control=True),
     Route(
         "/__emulator__/accounts/(?P<account_id>[0-9a-f]{32})/direct_upload/(?P<image_id>.+)",
         {"POST": "control_direct_upload"},
@@ -283,12 +299,27 @@ CONTROL_FAULTS = frozenset(
         "trailing_empty_page",
         "rate_limit",
         "block_for",
+        "lose_answer_next",
     }
+)
+#: the batch host's routes, relative to ``/batch`` (the handlers are the API's own)
+BATCH_ROUTES: tuple[Route, ...] = (
+    Route("/images/v1", {"POST": "upload_image"}),
+    Route(
+        "/images/v1/(?P<image_id>.+)",
+        {"GET": "get_image", "PATCH": "update_image", "DELETE": "delete_image"},
+    ),
 )
 
 
 def api_path_of(path: str) -> str:
-    """The path after ``/client/v4/accounts/{account_id}`` (the path itself otherwise)."""
+    """The path after ``/client/v4/accounts/{account_id}`` or the batch host's ``/batch``.
+
+    So a fault armed for ``/images/v1`` acts on both hosts (``/batch`` for the batch
+    host's only); any other path is returned as it is.
+    """
+    if path.startswith(BATCH_ROOT + "/"):
+        return path[len(BATCH_ROOT) :]
     match = _ACCOUNT_PATH.match(path)
     if match is None:
         return path
@@ -315,6 +346,7 @@ class EmulatorApp:
         self.accounts = AccountRegistry(EmulatorAccount(credentials, backend))
         self.faults = faults
         self.credentials = credentials
+        self.batch = BatchTokens()
         self.base_url = ""
         self._records: deque[RequestRecord] = deque(maxlen=MAX_RECORDS)
         self._records_lock = threading.Lock()
@@ -384,6 +416,8 @@ class EmulatorApp:
         try:
             if self.is_control(request.path):
                 return self._dispatch_control(request)
+            if request.path.startswith(BATCH_ROOT + "/"):
+                return self._dispatch_batch(request)
             return self._dispatch_api(request)
         except CloudflareAPIError as error:
             return failure(error)
@@ -412,12 +446,41 @@ class EmulatorApp:
             raise MethodNotAllowed(request.method, sorted(route.methods))
         # Valid credentials, but not for this account: the gateway says 10000.
         account = self.accounts.authenticate(request.headers, account_id.lower())
-        self.faults.check_rate_limit()
+        quota_headers = self.faults.check_rate_limit()
+        response = self._run_handler(account, handler_name, request, found)
+        return response.with_headers(quota_headers)
+
+    def _dispatch_batch(self, request: Request) -> Response:
+        """The batch host: the API's per-image handlers, outside the account's quota."""
+        rest = request.path[len(BATCH_ROOT) :]
+        if rest.startswith("/images/v2"):
+            raise ForbiddenEndpoint()
+        for route in BATCH_ROUTES:
+            found = route.regex.match(rest)
+            if found is not None:
+                break
+        else:
+            raise NoRoute()
+        handler_name = route.methods.get(request.method)
+        if handler_name is None:
+            raise MethodNotAllowed(request.method, sorted(route.methods))
+        # A batch token opens the account it was issued for, and only that one.
+        account = self.accounts.get(self.batch.admit(request.headers))
+        if account is None:
+            raise AuthenticationError()
+        return self._run_handler(account, handler_name, request, found)
+
+    def _run_handler(
+        self, account: EmulatorAccount, handler_name: str, request: Request, found: re.Match[str]
+    ) -> Response:
+        """Run an API handler for one account; its API errors become error responses."""
         params = {name: unquote(value) for name, value in found.groupdict().items()}
         handler: Callable[[Request, dict[str, str]], Response] = getattr(self, handler_name)
         token = _current_account.set(account)
         try:
             return handler(request, params)
+        except CloudflareAPIError as error:
+            return failure(error)
         finally:
             _current_account.reset(token)
 
@@ -458,6 +521,9 @@ class EmulatorApp:
 
     def images_stats(self, request: Request, params: dict[str, str]) -> Response:
         return success(self.backend.stats())
+
+    def issue_batch_token(self, request: Request, params: dict[str, str]) -> Response:
+        return success(self.batch.issue(_current_account.get(self.accounts.primary).account_id))
 
     def get_image(self, request: Request, params: dict[str, str]) -> Response:
         blob = self.backend.get_image_blob(params["image_id"])
@@ -552,7 +618,20 @@ class EmulatorApp:
         self.faults.clear()
         return success(self.faults.describe())
 
+    def control_batch(self, request: Request, params: dict[str, str]) -> Response:
+        """GET: the batch host's rules and counters; POST: change them (``configure``)."""
+        if request.method == "POST":
+            try:
+                spec = _decode(request.body or b"{}")
+                if not isinstance(spec, dict):
+                    raise TypeError("the body must be a JSON object")
+                self.batch.configure(**spec)
+            except (msgspec.DecodeError, TypeError, ValueError) as error:
+                raise BadRequest(f"batch: {error}") from None
+        return success(self.batch.describe())
+
     def control_reset(self, request: Request, params: dict[str, str]) -> Response:
+        self.batch = BatchTokens()
         for account in self.accounts:
             account.backend.reset()
         self.faults.clear()
@@ -713,6 +792,11 @@ class _Handler(BaseHTTPRequestHandler):
             response = app.edge_failure(*edge.fail, ray_id)
         else:
             response = app.handle(request)
+        if edge.lose_answer:
+            # Carried out in full, then the connection is lost before the answer.
+            self.close_connection = True
+            app.record(request, 0, fault=fault, error_codes=(), bytes_sent=0, started=started)
+            return
         codes: tuple[int, ...] = ()
         if response.status >= 400 and response.content_type == "application/json":
             try:
@@ -1007,6 +1091,16 @@ class EmulatorServer:
         return f"{self.origin}{API_ROOT}"
 
     @property
+    def batch_url(self) -> str:
+        """The batch host's base URL (a connection's ``batch_base_url``): ``http://HOST:PORT/batch``."""
+        return f"{self.origin}{BATCH_ROOT}"
+
+    @property
+    def batch(self) -> BatchTokens:
+        """The batch host's tokens and rules (token lifetime, per-token rate)."""
+        return self.app.batch
+
+    @property
     def control_url(self) -> str:
         """The control API root: ``http://HOST:PORT/__emulator__``."""
         return f"{self.origin}{CONTROL_ROOT}"
@@ -1068,7 +1162,9 @@ class EmulatorServer:
         :param account_id: the account (the primary one by default).
         """
         account = self.account(account_id) if account_id else self.app.accounts.primary
-        return json.dumps(account.connection(self.base_url, auth_type))
+        connection = account.connection(self.base_url, auth_type)
+        connection["extra"]["batch_base_url"] = self.batch_url
+        return json.dumps(connection)
 
     def account_connections(self, prefix: str = "cloudflare_images_account_") -> dict[str, str]:
         """A connection id (``<prefix>1``, ``<prefix>2``, ...) and its JSON for every account,

@@ -7,13 +7,15 @@ every misconfiguration is reported before a request is sent.
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from airflow_provider_cfimages.exceptions import CloudflareImagesConfigError
-from airflow_provider_cfimages.get_provider_info import DEFAULT_BASE_URL
+from airflow_provider_cfimages.get_provider_info import DEFAULT_BASE_URL, DEFAULT_BATCH_BASE_URL
+from airflow_provider_cfimages.hooks.pacing import DEFAULT_RESERVE, MAX_RESERVE
 
 AuthType = Literal["api_token", "api_key"]
 AUTH_TYPES: tuple[AuthType, ...] = ("api_token", "api_key")
@@ -21,7 +23,15 @@ ACCOUNT_ID_PATTERN = re.compile(r"^[0-9a-fA-F]{32}$")
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_MAX_RETRIES = 5
-_KNOWN_EXTRAS = {"account_id", "auth_type", "timeout", "max_retries", "max_requests_per_minute"}
+_KNOWN_EXTRAS = {
+    "account_id",
+    "auth_type",
+    "timeout",
+    "max_retries",
+    "max_requests_per_minute",
+    "rate_limit_reserve",
+    "batch_base_url",
+}
 
 
 @dataclass(frozen=True)
@@ -40,6 +50,8 @@ class ConnectionSettings:
     timeout: float
     max_retries: int
     max_requests_per_minute: float | None
+    rate_limit_reserve: float = DEFAULT_RESERVE
+    batch_base_url: str = DEFAULT_BATCH_BASE_URL
 
     def auth_headers(self) -> dict[str, str]:
         """The headers that authenticate a request for this auth type."""
@@ -98,6 +110,13 @@ def settings_from_connection(
         timeout=_positive_number(conn_id, "timeout", extra.get("timeout"), DEFAULT_TIMEOUT),
         max_retries=_retries(conn_id, extra.get("max_retries")),
         max_requests_per_minute=_optional_rate(conn_id, extra.get("max_requests_per_minute")),
+        rate_limit_reserve=_reserve(conn_id, extra.get("rate_limit_reserve")),
+        batch_base_url=normalize_base_url(
+            extra.get("batch_base_url"),
+            conn_id=conn_id,
+            field="extra 'batch_base_url'",
+            default=DEFAULT_BATCH_BASE_URL,
+        ),
     )
 
 
@@ -126,26 +145,42 @@ def validate_account_id(value: Any, *, source: str) -> str | None:
     return value.strip().lower()
 
 
-def normalize_base_url(host: str | None, *, conn_id: str) -> str:
-    """Return the API base URL without a trailing slash.
+def normalize_base_url(
+    host: Any,
+    *,
+    conn_id: str,
+    field: str = "host",
+    default: str = DEFAULT_BASE_URL,
+) -> str:
+    """Return a base URL without a trailing slash (``default`` when empty).
 
     Plain ``http`` is accepted only for loopback hosts (the local emulator), so a token is
     never sent unencrypted over a network.
+
+    :param host: the URL as configured.
+    :param conn_id: the connection id, for errors.
+    :param field: the connection field holding it, for errors.
+    :param default: the URL used when the field is empty.
     """
+    if host is not None and not isinstance(host, str):
+        raise CloudflareImagesConfigError(
+            f"Connection {conn_id!r} {field} must be an http(s) URL such as {default!r}; "
+            f"got {host!r}."
+        )
     url = (host or "").strip().rstrip("/")
     if not url:
-        return DEFAULT_BASE_URL
+        return default
     if "://" not in url:
         url = f"https://{url}"
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise CloudflareImagesConfigError(
-            f"Connection {conn_id!r} host must be an http(s) URL such as "
-            f"{DEFAULT_BASE_URL!r}; got {host!r}."
+            f"Connection {conn_id!r} {field} must be an http(s) URL such as "
+            f"{default!r}; got {host!r}."
         )
     if parts.scheme == "http" and not _is_loopback(parts.hostname):
         raise CloudflareImagesConfigError(
-            f"Connection {conn_id!r} host {host!r} uses plain http to a non-loopback host; "
+            f"Connection {conn_id!r} {field} {host!r} uses plain http to a non-loopback host; "
             "use https (plain http is only accepted for 127.0.0.1/localhost, e.g. the emulator)."
         )
     return url
@@ -218,3 +253,19 @@ def _optional_rate(conn_id: str, value: Any) -> float | None:
     if value is None:
         return None
     return _positive_number(conn_id, "max_requests_per_minute", value, 0.0)
+
+
+def _reserve(conn_id: str, value: Any) -> float:
+    if value is None:
+        return DEFAULT_RESERVE
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not 0 <= number <= MAX_RESERVE:
+        raise CloudflareImagesConfigError(
+            f"Connection {conn_id!r} extra 'rate_limit_reserve' must be a fraction of the "
+            f"rate-limit quota between 0 and {MAX_RESERVE} (default {DEFAULT_RESERVE}: keep a "
+            f"tenth of it for the account's other clients); got {value!r}."
+        )
+    return number

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, TypeVar
@@ -21,18 +21,26 @@ from airflow_provider_cfimages.exceptions import (
     CloudflareImagesError,
     CloudflareImagesPaginationError,
 )
+from airflow_provider_cfimages.exceptions import (
+    image_not_found as image_not_found,
+)
 from airflow_provider_cfimages.get_provider_info import (
     CONN_FIELDS,
     CONN_TYPE,
     HOOK_NAME,
     UI_FIELD_BEHAVIOUR,
 )
+from airflow_provider_cfimages.hooks.batch import (
+    BatchImagesClient,
+    BatchToken,
+    deleted_unless_absent,
+)
 from airflow_provider_cfimages.hooks.connection import (
     ConnectionSettings,
     settings_from_connection,
     validate_account_id,
 )
-from airflow_provider_cfimages.hooks.pacing import RequestBudget
+from airflow_provider_cfimages.hooks.pacing import QuotaPacer, RequestBudget
 from airflow_provider_cfimages.hooks.query import ImageQuery, Verdict
 from airflow_provider_cfimages.hooks.transport import (
     ApiTransport,
@@ -41,7 +49,11 @@ from airflow_provider_cfimages.hooks.transport import (
     ListPageBody,
 )
 from airflow_provider_cfimages.utils.timestamps import parse_uploaded
-from airflow_provider_cfimages.utils.validation import check_positive, check_whole
+from airflow_provider_cfimages.utils.validation import (
+    check_image_id,
+    check_positive,
+    check_whole,
+)
 from airflow_provider_cfimages.version_compat import mask_secret
 
 log = logging.getLogger(__name__)
@@ -105,6 +117,12 @@ class CloudflareImagesHook(BaseHook):
     400/401/403/404 never are. A retried list page re-sends the same continuation token, so
     no image is skipped or repeated.
 
+    Every request is paced by the ``Ratelimit`` / ``Ratelimit-Policy`` headers of the answers
+    before it: once what is left of Cloudflare's account-wide quota falls to the
+    connection's ``rate_limit_reserve`` (a tenth of it by default), the next request waits
+    for the window to reset, so the account is never locked out. :meth:`batch_images` gives
+    per-image calls through the Images batch API, outside that quota.
+
     :param cloudflare_images_conn_id: the Airflow connection id.
     :param account_id: the 32-hex account id; overrides the connection's ``account_id`` extra.
     :param max_retries: retries per request; overrides the connection's ``max_retries`` extra.
@@ -113,6 +131,8 @@ class CloudflareImagesHook(BaseHook):
         requests per 5 minutes per user); overrides the connection extra of that name.
     :param max_retry_wait: the longest single wait, in seconds, the hook accepts from a
         ``Retry-After`` header before giving up with a rate-limit error.
+    :param max_connections: connections kept open per host: at least the number of
+        threads that use the hook at once.
     """
 
     conn_name_attr = "cloudflare_images_conn_id"
@@ -129,6 +149,7 @@ class CloudflareImagesHook(BaseHook):
         timeout: float | None = None,
         max_requests_per_minute: float | None = None,
         max_retry_wait: float = 300.0,
+        max_connections: int = 4,
     ) -> None:
         super().__init__()
         self.cloudflare_images_conn_id = cloudflare_images_conn_id
@@ -137,6 +158,7 @@ class CloudflareImagesHook(BaseHook):
         self._timeout_override = _check_positive("timeout", timeout)
         self._rate_override = _check_positive("max_requests_per_minute", max_requests_per_minute)
         self.max_retry_wait = _check_positive("max_retry_wait", max_retry_wait) or 0.0
+        self.max_connections = check_whole("max_connections", max_connections, minimum=1)
         self._cancelled = threading.Event()
 
     def __repr__(self) -> str:
@@ -205,7 +227,54 @@ class CloudflareImagesHook(BaseHook):
             max_retry_wait=self.max_retry_wait,
             budget=RequestBudget(rate) if rate else None,
             cancelled=self._cancelled,
+            pacer=QuotaPacer(settings.rate_limit_reserve),
+            pool_size=self.max_connections,
         )
+
+    def _transport_to(
+        self, base_url: str, auth_headers: Mapping[str, str], secret: str, budget: RequestBudget
+    ) -> ApiTransport:
+        """A transport like :attr:`transport`'s, to another host with other credentials."""
+        return ApiTransport(
+            base_url=base_url,
+            auth_headers=auth_headers,
+            secret=secret,
+            user_agent=self.transport.session.headers["User-Agent"],
+            timeout=self.transport.timeout[1],
+            max_retries=self.transport.max_retries,
+            max_retry_wait=self.max_retry_wait,
+            budget=budget,
+            cancelled=self._cancelled,
+            pool_size=self.max_connections,
+        )
+
+    # -- the Images batch API -------------------------------------------------------------
+
+    def issue_batch_token(self) -> BatchToken:
+        """Get a new Images batch token (one call to the global, rate-limited API)."""
+        result = self.transport.request(
+            "GET", f"accounts/{self.account_id}/images/v1/batch_token", what="Images batch token"
+        )
+        token = BatchToken.from_result(result)
+        mask_secret(token.value)  # Airflow's log redaction hides it like the API token
+        return token
+
+    def batch_images(self) -> BatchImagesClient:
+        """The batch-API client for per-image calls, with its first token already obtained.
+
+        Its calls go to the connection's ``batch_base_url`` and do not count toward the
+        account's rate limit. Raises the API's error (401/403) when no token can be issued.
+        """
+        if "_batch" not in self.__dict__:
+            client = BatchImagesClient(
+                issue_token=self.issue_batch_token,
+                make_transport=lambda headers, secret, budget: self._transport_to(
+                    self.settings.batch_base_url, headers, secret, budget
+                ),
+            )
+            client.start()
+            self.__dict__["_batch"] = client
+        return self.__dict__["_batch"]
 
     def get_conn(self) -> requests.Session:
         """Return the hook's cached ``requests.Session``."""
@@ -217,6 +286,8 @@ class CloudflareImagesHook(BaseHook):
 
     def close(self) -> None:
         """Close the session's pooled connections."""
+        if "_batch" in self.__dict__:
+            self.__dict__.pop("_batch").close()
         if "transport" in self.__dict__:
             self.transport.close()
 
@@ -376,13 +447,11 @@ class CloudflareImagesHook(BaseHook):
 
         :param image_id: the image id.
         """
-        try:
-            self.transport.request("DELETE", self._image_path(image_id), what="image delete")
-        except CloudflareImagesAPIError as err:
-            if image_not_found(err):
-                return False
-            raise
-        return True
+        return deleted_unless_absent(
+            lambda: self.transport.request(
+                "DELETE", self._image_path(image_id), what="image delete"
+            )
+        )
 
     def get_stats(self) -> dict[str, Any]:
         """Return the account's image counts: ``{"count": {"current": n, "allowed": m}}``."""
@@ -431,34 +500,7 @@ class CloudflareImagesHook(BaseHook):
         }
 
     def _image_path(self, image_id: str) -> str:
-        # Custom ids may contain sub-paths ("product/42") but cannot start or end with "/".
-        if (
-            not isinstance(image_id, str)
-            or not image_id.strip()
-            or image_id.startswith("/")
-            or image_id.endswith("/")
-        ):
-            raise ValueError(
-                "image_id must be a non-empty image id that does not start or end with '/'; "
-                f"got {image_id!r}."
-            )
-        # URLs resolve "." and ".." segments before they are sent: "tmp/../victim" would
-        # reach the image "victim".
-        if any(segment in (".", "..") for segment in image_id.split("/")):
-            raise ValueError(
-                "image_id must not have a '.' or '..' path segment: the request would reach "
-                f"another image than the one named; got {image_id!r}."
-            )
-        return f"accounts/{self.account_id}/images/v1/{quote(image_id, safe='/')}"
-
-
-def image_not_found(err: CloudflareImagesAPIError) -> bool:
-    """Whether an error means "no such image" (code 5404), not a wrong account or route.
-
-    A 404 without Cloudflare's code (an HTML page from a proxy, a wrong base URL) is not
-    taken as "not found": the delete operator would count the image as already gone.
-    """
-    return 5404 in err.codes
+        return f"accounts/{self.account_id}/images/v1/{quote(check_image_id(image_id), safe='/')}"
 
 
 def _room(query: ImageQuery, kept: int) -> int | None:

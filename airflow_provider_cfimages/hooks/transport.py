@@ -26,7 +26,7 @@ from airflow_provider_cfimages.exceptions import (
     CloudflareImagesError,
     CloudflareImagesRateLimitError,
 )
-from airflow_provider_cfimages.hooks.pacing import RequestBudget
+from airflow_provider_cfimages.hooks.pacing import QuotaPacer, RequestBudget
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +148,8 @@ class ApiTransport:
     :param max_retry_wait: the longest ``Retry-After`` honoured before giving up.
     :param budget: an optional client-side request pacer.
     :param cancelled: set to abandon waits and further requests.
+    :param pacer: paces requests by the ``Ratelimit`` headers of the answers.
+    :param pool_size: connections kept open to the host (at least the threads sending).
     """
 
     def __init__(
@@ -162,6 +164,8 @@ class ApiTransport:
         max_retry_wait: float,
         budget: RequestBudget | None = None,
         cancelled: threading.Event | None = None,
+        pacer: QuotaPacer | None = None,
+        pool_size: int = 4,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._secret = secret
@@ -170,13 +174,14 @@ class ApiTransport:
         self.max_retry_wait = max_retry_wait
         self.budget = budget
         self.cancelled = cancelled or threading.Event()
+        self.pacer = pacer
         self.requests_sent = 0
         self.session = requests.Session()
         self.session.auth = _BearerOrKeyAuth(auth_headers)
         self.session.verify = True
         self.session.headers.update({"User-Agent": user_agent, "Accept": "application/json"})
-        self.session.mount("https://", HTTPAdapter(pool_connections=1, pool_maxsize=4))
-        self.session.mount("http://", HTTPAdapter(pool_connections=1, pool_maxsize=4))
+        self.session.mount("https://", HTTPAdapter(pool_connections=1, pool_maxsize=pool_size))
+        self.session.mount("http://", HTTPAdapter(pool_connections=1, pool_maxsize=pool_size))
         self._settings: dict[str, Any] = {}
         self._settings_key: tuple[Any, ...] | None = None
 
@@ -274,14 +279,25 @@ class ApiTransport:
     ) -> Any:
         url = f"{self.base_url}/{path}"
         attempt = 0
+        unanswered = False
         while True:
             self._check_cancelled(what)
             if self.budget is not None:
                 self.budget.acquire(self.cancelled)
+            # -- rate-limit pacing (hooks/pacing.py) --
+            if self.pacer is not None:
+                self.pacer.before_request(self.cancelled)
+                self._check_cancelled(what)
             try:
                 return self._send_once(method, url, params, json_body, what, decoder)
             except _Retryable as retry:
                 error = retry.error
+            except CloudflareImagesAPIError as final:
+                # An earlier try may have been carried out with its answer lost: a DELETE
+                # then told "not found" deleted the image itself.
+                final.after_unanswered_attempt = unanswered
+                raise
+            unanswered = unanswered or not _refused_unhandled(error)
             attempt += 1
             wait = self._wait_before_retry(error, attempt, what)
             log.warning(
@@ -377,6 +393,9 @@ class ApiTransport:
                 f"{what}: the answer from {_origin(url)} could not be read "
                 f"({self._redact(str(err))}); check the connection's host (API base URL)."
             ) from None
+        # -- rate-limit pacing (hooks/pacing.py) --
+        if self.pacer is not None:
+            self.pacer.observe(response.headers)
         status = response.status_code
         cf_ray = response.headers.get("cf-ray")
         if cf_ray is not None:
@@ -446,6 +465,11 @@ class ApiTransport:
     def _check_cancelled(self, what: str) -> None:
         if self.cancelled.is_set():
             raise CloudflareImagesError(f"{what}: cancelled")
+
+
+def _refused_unhandled(error: CloudflareImagesAPIError) -> bool:
+    """Whether a failed try was certainly refused before it was carried out (a 429)."""
+    return error.status == 429 or RATE_LIMIT_CODE in error.codes
 
 
 def _page_images(result: _ListResult[Any] | None, what: str) -> list[Any]:

@@ -99,3 +99,30 @@ def check_flag(name: str, value: Any) -> bool:
     if isinstance(value, str) and value.strip().lower() in ("true", "false"):
         return value.strip().lower() == "true"
     raise CloudflareImagesConfigError(f"{name} must be True or False; got {value!r}.")
+
+
+def check_image_id(image_id: Any) -> str:
+    """Return an image id that is safe to put in a URL path; else raise ``ValueError``.
+
+    Custom ids may contain sub-paths (``product/42``) but cannot start or end with ``/``.
+
+    :param image_id: the image id.
+    """
+    if (
+        not isinstance(image_id, str)
+        or not image_id.strip()
+        or image_id.startswith("/")
+        or image_id.endswith("/")
+    ):
+        raise ValueError(
+            "image_id must be a non-empty image id that does not start or end with '/'; "
+            f"got {image_id!r}."
+        )
+    # URLs resolve "." and ".." segments before they are sent: "tmp/../victim" would
+    # reach the image "victim".
+    if any(segment in (".", "..") for segment in image_id.split("/")):
+        raise ValueError(
+            "image_id must not have a '.' or '..' path segment: the request would reach "
+            f"another image than the one named; got {image_id!r}."
+        )
+    return image_id

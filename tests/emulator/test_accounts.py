@@ -119,7 +119,10 @@ def test_a_seed_file_names_the_accounts_and_their_images(tmp_path: Path) -> None
         assert (printed["account_1_id"], printed["account_2_id"]) == (first, second)
         assert (printed["account_1_images"], printed["account_2_images"]) == ("1", "2")
         connection = json.loads(printed["AIRFLOW_CONN_CLOUDFLARE_IMAGES_ACCOUNT_2"])
-        assert connection["extra"] == {"account_id": second}
+        assert connection["extra"] == {
+            "account_id": second,
+            "batch_base_url": printed["batch_base_url"],
+        }
         images = page_through(
             {"base_url": printed["base_url"], "account_id": second},
             {"Authorization": f"Bearer {connection['password']}"},
@@ -135,7 +138,10 @@ def test_the_cli_serves_n_accounts_with_a_connection_line_each() -> None:
             assert connection["host"] == printed["base_url"]
             assert connection["password"] == printed[f"account_{number}_api_token"]
             account_id = printed[f"account_{number}_id"]
-            assert connection["extra"] == {"account_id": account_id}
+            assert connection["extra"] == {
+                "account_id": account_id,
+                "batch_base_url": printed["batch_base_url"],
+            }
             printed_for = {"base_url": printed["base_url"], "account_id": account_id}
             headers = {"Authorization": f"Bearer {connection['password']}"}
             assert len(page_through(printed_for, headers, 25)) == 40
@@ -165,3 +171,25 @@ def test_a_seed_file_naming_accounts_and_an_account_count_conflict(tmp_path: Pat
     seed_file.write_text(json.dumps({"accounts": {"not-hex": []}}))
     with pytest.raises(ValueError, match="'not-hex' is not 32 lowercase hex"):
         EmulatorServer(seed_file=seed_file)
+
+
+def test_a_batch_token_opens_only_the_account_it_was_issued_for() -> None:
+    with EmulatorServer(images=20, seed=3, accounts=2) as emu:
+        first, second = emu.accounts
+        issued = requests.get(
+            f"{emu.base_url}/accounts/{second.account_id}/images/v1/batch_token",
+            headers=second.auth_headers(),
+            timeout=10,
+        )
+        token = issued.json()["result"]["token"]
+        batch = {"Authorization": f"Bearer {token}"}
+        victim = second.backend.ids_sorted()[0]
+        deleted = requests.delete(f"{emu.batch_url}/images/v1/{victim}", headers=batch, timeout=10)
+        assert deleted.ok
+        assert victim not in second.backend.ids_sorted()
+        assert len(first.backend.ids_sorted()) == 20
+        # The first account's images are out of the token's reach: 5404, as for any other id.
+        other = first.backend.ids_sorted()[0]
+        refused = requests.get(f"{emu.batch_url}/images/v1/{other}", headers=batch, timeout=10)
+        assert refused.status_code == 404
+        assert other in first.backend.ids_sorted()

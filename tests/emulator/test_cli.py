@@ -84,8 +84,12 @@ def test_the_cli_prints_its_credentials_serves_both_auth_modes_and_stops_on_sigt
             "conn_type": "cloudflare_images",
             "host": printed["base_url"],
             "password": printed["api_token"],
-            "extra": {"account_id": printed["account_id"]},
+            "extra": {
+                "account_id": printed["account_id"],
+                "batch_base_url": printed["batch_base_url"],
+            },
         }
+        assert printed["batch_base_url"] == printed["base_url"].replace("/client/v4", "/batch")
         by_token = page_through(printed, {"Authorization": f"Bearer {printed['api_token']}"}, 50)
         by_key = page_through(
             printed, {"X-Auth-Email": printed["email"], "X-Auth-Key": printed["global_key"]}, 10

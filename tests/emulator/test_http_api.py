@@ -461,14 +461,18 @@ def test_connection_json_is_an_airflow_connection_to_this_emulator(
         "conn_type": "cloudflare_images",
         "host": emulator.base_url,
         "password": emulator.api_token,
-        "extra": {"account_id": emulator.account_id},
+        "extra": {"account_id": emulator.account_id, "batch_base_url": emulator.batch_url},
     }
     assert json.loads(emulator.connection_json("api_key")) == {
         "conn_type": "cloudflare_images",
         "host": emulator.base_url,
         "login": emulator.email,
         "password": emulator.global_key,
-        "extra": {"account_id": emulator.account_id, "auth_type": "api_key"},
+        "extra": {
+            "account_id": emulator.account_id,
+            "auth_type": "api_key",
+            "batch_base_url": emulator.batch_url,
+        },
     }
     assert emulator.connection_uri_env() == {
         "AIRFLOW_CONN_CLOUDFLARE_IMAGES_DEFAULT": emulator.connection_json()

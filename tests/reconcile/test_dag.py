@@ -134,6 +134,11 @@ def test_export_reconcile_delete_chained_in_one_dag(
     assert all((image["id"] in live.backend) == (image["id"] in protected) for image in orphans)
     # The live side came from the export: one listing for the whole DAG.
     assert len([r for r in served(live) if r.path.endswith("/images/v2")]) == 3
+    # The delete's details and delete calls went to the batch host, outside the quota.
+    image_calls = [r for r in served(live) if r.method == "DELETE" or "/images/v1/" in r.path]
+    assert {r.path.startswith("/batch/") for r in image_calls if "batch_token" not in r.path} == {
+        True
+    }
 
 
 def test_fail_on_drift_alerts_and_a_downstream_dry_run_still_gets_the_summary(

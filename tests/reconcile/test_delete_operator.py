@@ -33,7 +33,15 @@ def plain_ids(emu: EmulatorServer, count: int, *, skip: int = 0) -> list[str]:
 
 
 def requests_of(emu: EmulatorServer, method: str) -> list[Any]:
-    return [record for record in served(emu) if record.method == method]
+    """The image calls (details, delete) made with ``method``, on either host.
+
+    The batch token the operator gets first is not an image call: it is counted on its own.
+    """
+    return [
+        record
+        for record in served(emu)
+        if record.method == method and not record.path.endswith("/images/v1/batch_token")
+    ]
 
 
 def test_deletes_each_image_and_returns_counts(live: EmulatorServer) -> None:
@@ -269,16 +277,27 @@ def test_an_id_with_a_dot_segment_fails_alone_and_reaches_no_other_image(
     assert other not in live.backend
 
 
-def test_a_redirect_stops_at_once_without_following_it() -> None:
+@pytest.mark.parametrize("use_batch_api", [False, True], ids=["global-api", "batch-api"])
+def test_a_redirect_stops_at_once_without_following_it(use_batch_api: bool) -> None:
     # The API never redirects: a 3xx means a wrong base URL, for every image alike.
     with responses.RequestsMock() as mocked:
+        if use_batch_api:
+            mocked.get(
+                re.compile(r".*/images/v1/batch_token$"),
+                json={
+                    "success": True,
+                    "errors": [],
+                    "result": {"token": "b" * 40, "expiresAt": "2099-01-01T00:00:00Z"},
+                },
+            )
+        host = "batch.imagedelivery.net" if use_batch_api else "api.cloudflare.com"
         moved = mocked.delete(
-            re.compile(r".*/images/v1/.*"),
+            re.compile(rf"https://{re.escape(host)}/.*images/v1/.*"),
             status=301,
             headers={"Location": "https://elsewhere.example/images"},
         )
         with pytest.raises(CloudflareImagesError, match="redirect"):
-            delete(image_ids=["a", "b", "c"], max_deletes=3)
+            delete(image_ids=["a", "b", "c"], max_deletes=3, use_batch_api=use_batch_api)
 
     assert moved.call_count == 1
 

@@ -28,6 +28,8 @@ EXTRA_FIELD_LABELS = {
     "timeout": "Read timeout (seconds)",
     "max_retries": "Max retries",
     "max_requests_per_minute": "Max requests per minute",
+    "rate_limit_reserve": "Rate-limit reserve",
+    "batch_base_url": "Batch API base URL",
 }
 AIRFLOW_DEFAULT_LABELS = ("Host", "Login", "Password", "Port", "Schema")
 
@@ -65,6 +67,9 @@ def test_hook_meta_lists_cloudflare_images_fields(api_server: ApiServer) -> None
     assert (extra["timeout"]["value"], extra["max_retries"]["value"]) == (60, 5)
     assert "integer" in extra["max_retries"]["schema"]["type"]
     assert "number" in extra["max_requests_per_minute"]["schema"]["type"]
+    assert "number" in extra["rate_limit_reserve"]["schema"]["type"]
+    assert extra["rate_limit_reserve"]["value"] == 0.1
+    assert "batch.imagedelivery.net" in extra["batch_base_url"]["description"]
 
 
 def _open_add_connection_form(page: Page, api_server: ApiServer) -> Locator:

@@ -12,6 +12,12 @@ from typing import Any
 
 from airflow_provider_cfimages.version_compat import AirflowException
 
+# Cloudflare's rate-limit code: it means "rate limited" whatever the HTTP status beside it.
+RATE_LIMIT_CODE = 971
+# Answers that may pass by themselves. 520/522/524 are Cloudflare's own edge pages (unknown
+# error, connection timed out, a timeout occurred): as passing as a 502/503/504.
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504, 520, 522, 524})
+
 # What to check for the codes Cloudflare documents; the hint is appended to the message.
 _HINTS: dict[int, str] = {
     10000: "check the API token and that it has the Images Read (or Edit) permission "
@@ -110,6 +116,15 @@ def _rebuild_api_error(
     error.__dict__.update(state)
     error.args = (error._render(),)
     return error
+
+
+def image_not_found(err: CloudflareImagesAPIError) -> bool:
+    """Whether an error means "no such image" (code 5404), not a wrong account or route.
+
+    A 404 without Cloudflare's code (an HTML page from a proxy, a wrong base URL) is not
+    taken as "not found": the delete operator would count the image as already gone.
+    """
+    return 5404 in err.codes
 
 
 class CloudflareImagesRateLimitError(CloudflareImagesAPIError):

@@ -12,6 +12,12 @@ from typing import Any
 
 from airflow_provider_cfimages.version_compat import AirflowException
 
+# Cloudflare's rate-limit code: it means "rate limited" whatever the HTTP status beside it.
+RATE_LIMIT_CODE = 971
+# Answers that may pass by themselves. 520/522/524 are Cloudflare's own edge pages (unknown
+# error, connection timed out, a timeout occurred): as passing as a 502/503/504.
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504, 520, 522, 524})
+
 # What to check for the codes Cloudflare documents; the hint is appended to the message.
 _HINTS: dict[int, str] = {
     10000: "check the API token and that it has the Images Read (or Edit) permission "

@@ -15,6 +15,7 @@ from airflow_provider_cfimages import __version__
 DEFAULT_BASE_URL = "https://api.cloudflare.com/client/v4"
 DEFAULT_BATCH_BASE_URL = "https://batch.imagedelivery.net"
 CONN_TYPE = "cloudflare_images"
+DEFAULT_CONN_ID = "cloudflare_images_default"
 HOOK_NAME = "Cloudflare Images"
 
 CONN_FIELDS: dict[str, dict[str, Any]] = {

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import quote
 
 import msgspec
@@ -21,12 +21,10 @@ from airflow_provider_cfimages.exceptions import (
     CloudflareImagesError,
     CloudflareImagesPaginationError,
 )
-from airflow_provider_cfimages.exceptions import (
-    image_not_found as image_not_found,
-)
 from airflow_provider_cfimages.get_provider_info import (
     CONN_FIELDS,
     CONN_TYPE,
+    DEFAULT_CONN_ID,
     HOOK_NAME,
     UI_FIELD_BEHAVIOUR,
 )
@@ -42,12 +40,7 @@ from airflow_provider_cfimages.hooks.connection import (
 )
 from airflow_provider_cfimages.hooks.pacing import QuotaPacer, RequestBudget
 from airflow_provider_cfimages.hooks.query import ImageQuery, Verdict
-from airflow_provider_cfimages.hooks.transport import (
-    ApiTransport,
-    ImageKey,
-    JsonListPageBody,
-    ListPageBody,
-)
+from airflow_provider_cfimages.hooks.transport import ApiTransport, ImageKey, ListPageBody
 from airflow_provider_cfimages.utils.timestamps import parse_uploaded
 from airflow_provider_cfimages.utils.validation import (
     check_image_id,
@@ -58,9 +51,7 @@ from airflow_provider_cfimages.version_compat import mask_secret
 
 log = logging.getLogger(__name__)
 
-_Body = TypeVar("_Body", ListPageBody, JsonListPageBody)
 _Page = TypeVar("_Page", "ImagePage", "JsonImagePage")
-_Image = TypeVar("_Image")
 _Item = TypeVar("_Item")
 
 
@@ -80,6 +71,14 @@ class ImagePage:
     received: int
     nbytes: int
     continuation_token: str | None = field(repr=False)
+    #: whether the transport leaves the images as the JSON the API sent
+    raw: ClassVar[bool] = False
+
+    @classmethod
+    def of(cls, number: int, body: ListPageBody, kept: range | list[int]) -> ImagePage:
+        """The page of ``body``'s images at the positions ``kept``."""
+        token = body.continuation_token or None
+        return cls(number, _pick(body.images, kept), len(body.images), body.nbytes, token)
 
 
 @dataclass
@@ -106,6 +105,14 @@ class JsonImagePage:
     received: int
     nbytes: int
     continuation_token: str | None = field(repr=False)
+    raw: ClassVar[bool] = True
+
+    @classmethod
+    def of(cls, number: int, body: ListPageBody, kept: range | list[int]) -> JsonImagePage:
+        """The page of ``body``'s images (and their upload times) at the positions ``kept``."""
+        uploaded = [key.uploaded for key in _pick(body.keys, kept)]
+        token = body.continuation_token or None
+        return cls(number, _pick(body.images, kept), uploaded, len(body.images), body.nbytes, token)
 
 
 class CloudflareImagesHook(BaseHook):
@@ -136,7 +143,7 @@ class CloudflareImagesHook(BaseHook):
     """
 
     conn_name_attr = "cloudflare_images_conn_id"
-    default_conn_name = "cloudflare_images_default"
+    default_conn_name = DEFAULT_CONN_ID
     conn_type = CONN_TYPE
     hook_name = HOOK_NAME
 
@@ -326,7 +333,7 @@ class CloudflareImagesHook(BaseHook):
             creator=creator,
             limit=limit,
         )
-        return self._paginate(query, self.transport.get_list_page, _image_page)
+        return self._paginate(query, ImagePage)
 
     def iter_json_pages(
         self,
@@ -341,16 +348,9 @@ class CloudflareImagesHook(BaseHook):
     ) -> Iterator[JsonImagePage]:
         """Like :meth:`iter_pages`, but each image stays the JSON text the API sent.
 
-        Only ``id`` and ``uploaded`` are decoded (to check each image and apply the window),
-        so writing images out unchanged costs a third of decoding them into dicts.
-
-        :param per_page: images per request, 10..10000 (a page may hold fewer).
-        :param sort_order: ``desc`` (newest first, the API default) or ``asc``.
-        :param uploaded_after: keep images uploaded at or after this instant.
-        :param uploaded_before: keep images uploaded strictly before this instant.
-        :param creator: only images with this creator.
-        :param limit: stop after this many images.
-        :param query: an already checked :class:`ImageQuery`, instead of the arguments above.
+        Takes the arguments of :meth:`iter_pages`, with the same meaning. Only ``id`` and
+        ``uploaded`` are decoded (to check each image and apply the window), so writing
+        images out unchanged costs a third of decoding them into dicts.
         """
         query = query or ImageQuery.build(
             per_page=per_page,
@@ -360,14 +360,9 @@ class CloudflareImagesHook(BaseHook):
             creator=creator,
             limit=limit,
         )
-        return self._paginate(query, self.transport.get_json_list_page, _json_image_page)
+        return self._paginate(query, JsonImagePage)
 
-    def _paginate(
-        self,
-        query: ImageQuery,
-        fetch: Callable[..., _Body],
-        make_page: Callable[[ImageQuery, _Body, int, int | None], tuple[_Page, bool]],
-    ) -> Iterator[_Page]:
+    def _paginate(self, query: ImageQuery, page_kind: type[_Page]) -> Iterator[_Page]:
         """Follow ``continuation_token`` to the end (or the query's stop), a page at a time."""
         path = f"accounts/{self.account_id}/images/v2"
         pages_by_token: dict[str, int] = {}
@@ -376,8 +371,10 @@ class CloudflareImagesHook(BaseHook):
         number = 0
         while True:
             number += 1
-            body = fetch(path, query.api_params(token), page=number)
-            page, stop = make_page(query, body, number, _room(query, kept))
+            params = query.api_params(token)
+            body = self.transport.get_list_page(path, params, page=number, raw=page_kind.raw)
+            positions, stop = _select(query, body.keys, page=number, room=_room(query, kept))
+            page = page_kind.of(number, body, positions)
             kept += len(page.images)
             next_token = body.continuation_token or None
             # Drop this page before fetching the next, so at most one is held here.
@@ -507,60 +504,21 @@ def _room(query: ImageQuery, kept: int) -> int | None:
     return None if query.limit is None else query.limit - kept
 
 
-def _image_page(
-    query: ImageQuery, body: ListPageBody, number: int, room: int | None
-) -> tuple[ImagePage, bool]:
-    images = body.images
-    kept, stop = _select(query, images, _dict_key, page=number, room=room)
-    page = ImagePage(
-        number, _pick(images, kept), len(images), body.nbytes, body.continuation_token or None
-    )
-    return page, stop
-
-
-def _json_image_page(
-    query: ImageQuery, body: JsonListPageBody, number: int, room: int | None
-) -> tuple[JsonImagePage, bool]:
-    kept, stop = _select(query, body.keys, _struct_key, page=number, room=room)
-    page = JsonImagePage(
-        number,
-        _pick(body.images, kept),
-        [key.uploaded for key in _pick(body.keys, kept)],
-        len(body.images),
-        body.nbytes,
-        body.continuation_token or None,
-    )
-    return page, stop
-
-
-def _dict_key(image: dict[str, Any]) -> tuple[Any, Any]:
-    return image.get("id"), image.get("uploaded")
-
-
-def _struct_key(key: ImageKey) -> tuple[Any, Any]:
-    return key.id, key.uploaded
-
-
 def _select(
-    query: ImageQuery,
-    images: Sequence[_Image],
-    id_and_uploaded: Callable[[_Image], tuple[Any, Any]],
-    *,
-    page: int,
-    room: int | None,
+    query: ImageQuery, keys: list[ImageKey], *, page: int, room: int | None
 ) -> tuple[range | list[int], bool]:
     """The positions of the page's images that the query keeps; and whether listing is done."""
-    kept: range | list[int] = range(len(images))
+    kept: range | list[int] = range(len(keys))
     stop = False
     if query.has_window:
         kept = []
-        for position, image in enumerate(images):
-            image_id, text = id_and_uploaded(image)
-            uploaded = parse_uploaded(text)
+        for position, key in enumerate(keys):
+            uploaded = parse_uploaded(key.uploaded)
             if uploaded is None:
                 raise CloudflareImagesAPIError(
-                    f"List images V2 page {page}: image {image_id!r} has no readable "
-                    f"'uploaded' time ({text!r}), so the upload-time window cannot be applied"
+                    f"List images V2 page {page}: image {key.id!r} has no readable "
+                    f"'uploaded' time ({key.uploaded!r}), so the upload-time window cannot "
+                    "be applied"
                 )
             verdict = query.verdict(uploaded)
             if verdict is Verdict.STOP:

@@ -13,15 +13,17 @@ import random
 import ssl
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
 import msgspec
 import requests
-import urllib3
 from requests.adapters import HTTPAdapter
 
 from airflow_provider_cfimages.exceptions import (
+    RATE_LIMIT_CODE,
+    RETRY_STATUSES,
     CloudflareImagesAPIError,
     CloudflareImagesError,
     CloudflareImagesRateLimitError,
@@ -33,13 +35,9 @@ log = logging.getLogger(__name__)
 _Result = TypeVar("_Result")
 _Image = TypeVar("_Image")
 
-# 520/522/524 are Cloudflare's own edge pages (unknown error, connection timed out, a
-# timeout occurred): as passing as a 502/503/504.
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504, 520, 522, 524})
 CONNECT_TIMEOUT = 10.0
 BACKOFF_INITIAL = 1.0
 BACKOFF_MAX = 30.0
-RATE_LIMIT_CODE = 971
 # How much of an unreadable body an error quotes, and how far it is scanned for the secret.
 _SNIPPET_CHARS = 120
 _SNIPPET_SCAN = 4096
@@ -81,32 +79,37 @@ class ImageKey(msgspec.Struct, gc=False):
 
 # The same envelope, with a list page's images as dicts or left as the JSON the API sent.
 _LIST_DECODER = msgspec.json.Decoder(_Envelope[_ListResult[dict[str, Any]]])
-_JSON_LIST_DECODER = msgspec.json.Decoder(_Envelope[_ListResult[msgspec.Raw]])
+_RAW_LIST_DECODER = msgspec.json.Decoder(_Envelope[_ListResult[msgspec.Raw]])
 _KEY_DECODER = msgspec.json.Decoder(ImageKey)
 _DECODER = msgspec.json.Decoder(_Envelope[Any])
 
 
 class ListPageBody(msgspec.Struct):
-    """A decoded "List images V2" page: its images, next token and body size."""
+    """A checked "List images V2" page.
 
-    images: list[dict[str, Any]]
-    continuation_token: str | None
-    nbytes: int
-
-
-class JsonListPageBody(msgspec.Struct):
-    """A "List images V2" page whose images stay the JSON the API sent.
-
-    :param images: each image's JSON object, byte for byte as sent (``msgspec.Raw``).
+    :param images: the images, as dicts, or (``raw``) each one's JSON object byte for byte
+        as sent (``msgspec.Raw``).
     :param keys: each image's ``id`` and ``uploaded``, in the same order.
     :param continuation_token: the next page's token.
     :param nbytes: size of the response body.
     """
 
-    images: list[msgspec.Raw]
+    images: list[Any]
     keys: list[ImageKey]
     continuation_token: str | None
     nbytes: int
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One API call: what to send, how to decode the answer, and its name for errors."""
+
+    method: str
+    url: str
+    what: str
+    decoder: msgspec.json.Decoder[Any]
+    params: Mapping[str, Any] | None = None
+    json_body: Any = None
 
 
 class _Retryable(Exception):
@@ -182,28 +185,9 @@ class ApiTransport:
         self.session.headers.update({"User-Agent": user_agent, "Accept": "application/json"})
         self.session.mount("https://", HTTPAdapter(pool_connections=1, pool_maxsize=pool_size))
         self.session.mount("http://", HTTPAdapter(pool_connections=1, pool_maxsize=pool_size))
-        self._settings: dict[str, Any] = {}
-        self._settings_key: tuple[Any, ...] | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r})"
-
-    @property
-    def _send_settings(self) -> dict[str, Any]:
-        """``stream=True`` (bodies are read in one go by :func:`_read_body`), plus proxies and
-        CA bundle from the session and the environment, as ``Session.request`` would find
-        them.
-
-        ``Session.request`` looks those up again for every request (5% of a listing's time,
-        measured); every URL here shares one scheme and host, so they are looked up again
-        only when the session's own settings change (``hook.get_conn().verify = ...``).
-        """
-        session = self.session
-        key = (session.trust_env, session.verify, session.cert, dict(session.proxies))
-        if key != self._settings_key:
-            self._settings = session.merge_environment_settings(self.base_url, {}, True, None, None)
-            self._settings_key = key
-        return self._settings
 
     def close(self) -> None:
         """Release pooled connections."""
@@ -226,70 +210,46 @@ class ApiTransport:
         :param json_body: a JSON request body.
         :param what: the operation in words, used in errors.
         """
-        envelope, _ = self._send_with_retries(method, path, params, json_body, what, _DECODER)
+        url = f"{self.base_url}/{path}"
+        call = _Call(method, url, what, _DECODER, params, json_body)
+        envelope, _ = self._send_with_retries(call)
         return envelope.result
 
-    def get_list_page(self, path: str, params: Mapping[str, Any], *, page: int) -> ListPageBody:
-        """Fetch and check one "List images V2" page (retrying as :meth:`request` does)."""
-        what = f"List images V2 page {page}"
-        envelope, nbytes = self._send_with_retries("GET", path, params, None, what, _LIST_DECODER)
-        images = _page_images(envelope.result, what)
-        for index, image in enumerate(images):
-            if not _is_image_id(image.get("id")):
-                self._raise_missing_id(what, index, image)
-        return ListPageBody(images, envelope.result.continuation_token, nbytes)
+    def get_list_page(
+        self, path: str, params: Mapping[str, Any], *, page: int, raw: bool = False
+    ) -> ListPageBody:
+        """Fetch and check one "List images V2" page (retrying as :meth:`request` does).
 
-    def get_json_list_page(
-        self, path: str, params: Mapping[str, Any], *, page: int
-    ) -> JsonListPageBody:
-        """Like :meth:`get_list_page`, but decode only each image's ``id`` and ``uploaded``.
-
-        Skipping the rest makes the page about 3x cheaper to decode; for writing images out
-        unchanged, which is what an export without ``fields`` does.
+        :param path: the list path below the base URL.
+        :param params: the query string.
+        :param page: the page's number, used in errors.
+        :param raw: keep each image as the JSON the API sent and decode only its ``id`` and
+            ``uploaded`` (cheaper, for writing images out unchanged); else decode to dicts.
         """
         what = f"List images V2 page {page}"
-        envelope, nbytes = self._send_with_retries(
-            "GET", path, params, None, what, _JSON_LIST_DECODER
-        )
+        decoder = _RAW_LIST_DECODER if raw else _LIST_DECODER
+        call = _Call("GET", f"{self.base_url}/{path}", what, decoder, params)
+        envelope, nbytes = self._send_with_retries(call)
         images = _page_images(envelope.result, what)
-        keys: list[ImageKey] = []
-        for index, image in enumerate(images):
-            try:
-                key = _KEY_DECODER.decode(image)
-            except msgspec.ValidationError as err:
-                raise CloudflareImagesAPIError(
-                    f"{what}: the response does not have the expected shape (image "
-                    f"#{index + 1} on the page: {err})"
-                ) from None
-            if not _is_image_id(key.id):
-                self._raise_missing_id(what, index, msgspec.json.decode(image))
-            keys.append(key)
-        return JsonListPageBody(images, keys, envelope.result.continuation_token, nbytes)
+        keys = [self._image_key(image, index, what) for index, image in enumerate(images)]
+        return ListPageBody(images, keys, envelope.result.continuation_token, nbytes)
 
     # -- internals -----------------------------------------------------------------------
 
-    def _send_with_retries(
-        self,
-        method: str,
-        path: str,
-        params: Mapping[str, Any] | None,
-        json_body: Any,
-        what: str,
-        decoder: msgspec.json.Decoder[Any],
-    ) -> Any:
-        url = f"{self.base_url}/{path}"
+    def _send_with_retries(self, call: _Call) -> tuple[Any, int]:
+        """The decoded envelope and the body's size, after as many tries as it takes."""
         attempt = 0
         unanswered = False
         while True:
-            self._check_cancelled(what)
+            self._check_cancelled(call.what)
             if self.budget is not None:
                 self.budget.acquire(self.cancelled)
             # -- rate-limit pacing (hooks/pacing.py) --
             if self.pacer is not None:
                 self.pacer.before_request(self.cancelled)
-                self._check_cancelled(what)
+                self._check_cancelled(call.what)
             try:
-                return self._send_once(method, url, params, json_body, what, decoder)
+                return self._send_once(call)
             except _Retryable as retry:
                 error = retry.error
             except CloudflareImagesAPIError as final:
@@ -297,80 +257,88 @@ class ApiTransport:
                 # then told "not found" deleted the image itself.
                 final.after_unanswered_attempt = unanswered
                 raise
-            unanswered = unanswered or not _refused_unhandled(error)
+            unanswered = unanswered or not _rate_limited(error)
+            if attempt == self.max_retries:
+                gave_up = _gave_up(error, attempt, call.what)
+                gave_up.after_unanswered_attempt = unanswered
+                raise gave_up
             attempt += 1
-            wait = self._wait_before_retry(error, attempt, what)
-            log.warning(
-                "%s; retry %d of %d in %.1f s",
-                error,
-                attempt,
-                self.max_retries,
-                wait,
-            )
-            if self.cancelled.wait(wait):
-                self._check_cancelled(what)
+            wait = _retry_wait(error, attempt)
+            log.warning("%s; retry %d of %d in %.1f s", error, attempt, self.max_retries, wait)
+            self.cancelled.wait(wait)
 
-    def _wait_before_retry(self, error: CloudflareImagesAPIError, attempt: int, what: str) -> float:
-        """Seconds to wait before retry ``attempt``, or raise if retrying is pointless."""
-        rate_limited = error.status == 429 or RATE_LIMIT_CODE in error.codes
-        if (
-            rate_limited
-            and error.retry_after is not None
-            and error.retry_after > self.max_retry_wait
-        ):
-            raise CloudflareImagesRateLimitError(
-                f"{what}: rate limited by Cloudflare for {error.retry_after or 0:.0f} s "
-                f"(Retry-After), longer than max_retry_wait={self.max_retry_wait:.0f} s",
-                status=error.status,
-                errors=error.errors,
-                cf_ray=error.cf_ray,
-                retry_after=error.retry_after,
-            )
-        if attempt > self.max_retries:
-            if rate_limited:
-                raise CloudflareImagesRateLimitError(
-                    f"{what}: still rate limited by Cloudflare after {self.max_retries} "
-                    f"retries; the API last asked to wait {error.retry_after or 0:.0f} s",
-                    status=error.status,
-                    errors=error.errors,
-                    cf_ray=error.cf_ray,
-                    retry_after=error.retry_after,
-                    transient=True,
-                )
+    def _send_once(self, call: _Call) -> tuple[Any, int]:
+        """One try: the decoded envelope and the body's size, or an error to raise.
+
+        Raises :class:`_Retryable` for an answer worth another try.
+        """
+        what = call.what
+        response = self._exchange(call)
+        # -- rate-limit pacing (hooks/pacing.py) --
+        if self.pacer is not None:
+            self.pacer.observe(response.headers)
+        status = response.status_code
+        content = response.content
+        cf_ray = response.headers.get("cf-ray")
+        if cf_ray is not None:
+            cf_ray = self._redact(cf_ray)
+        if 300 <= status < 400:
+            target = _origin(response.headers.get("Location", "")) or "the same host"
             raise CloudflareImagesAPIError(
-                f"{error.reason} (gave up after {self.max_retries} retries)",
-                status=error.status,
-                errors=error.errors,
-                cf_ray=error.cf_ray,
-                transient=True,
+                f"{what}: the server answered HTTP {status}, a redirect (to "
+                f"{self._redact(target)}), which was not followed: the Cloudflare API does "
+                "not redirect. Check the connection's host (API base URL).",
+                status=status,
+                cf_ray=cf_ray,
             )
-        if rate_limited and error.retry_after is not None:
-            return error.retry_after
-        # Full jitter keeps many workers that failed together from retrying together.
-        ceiling = min(BACKOFF_MAX, BACKOFF_INITIAL * 2 ** (attempt - 1))
-        return random.uniform(ceiling / 2, ceiling)
+        try:
+            envelope = call.decoder.decode(content)
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as err:
+            problem = _describe_unreadable(response, content, err, self._redact)
+            error = CloudflareImagesAPIError(
+                f"{what}: {self._redact(problem)}",
+                status=status,
+                cf_ray=cf_ray,
+                retry_after=_retry_after(response),
+            )
+            # Bodies that are not JSON at all come from the edge (HTML error pages) or from
+            # cut-off transfers, both transient; JSON of the wrong shape (or nested deeper
+            # than Python's recursion limit) will not improve.
+            # (msgspec's ValidationError, a wrong shape, subclasses DecodeError.)
+            not_json = isinstance(err, msgspec.DecodeError) and not isinstance(
+                err, msgspec.ValidationError
+            )
+            if status in RETRY_STATUSES or (not_json and 200 <= status < 300):
+                raise self._retry(error, what) from None
+            raise error from None
+        if 200 <= status < 300 and envelope.success:
+            return envelope, len(content)
+        error = CloudflareImagesAPIError(
+            f"{what} failed",
+            status=status,
+            errors=[self._redacted(e) for e in envelope.errors],
+            cf_ray=cf_ray,
+            retry_after=_retry_after(response),
+        )
+        if status in RETRY_STATUSES or _rate_limited(error):
+            raise self._retry(error, what)
+        raise error
 
-    def _send_once(
-        self,
-        method: str,
-        url: str,
-        params: Mapping[str, Any] | None,
-        json_body: Any,
-        what: str,
-        decoder: msgspec.json.Decoder[Any],
-    ) -> Any:
+    def _exchange(self, call: _Call) -> requests.Response:
+        """Send the request and read the response, with transport failures as errors."""
+        what, url = call.what, call.url
         self.requests_sent += 1
         try:
-            request = requests.Request(method, url, params=params, json=json_body)
             # Never follow a redirect: the API does not send them, and requests would
             # forward the X-Auth-Key header (it strips only Authorization) to any host.
-            response = self.session.send(
-                self.session.prepare_request(request),
+            return self.session.request(
+                call.method,
+                url,
+                params=call.params,
+                json=call.json_body,
                 timeout=self.timeout,
                 allow_redirects=False,
-                **self._send_settings,
             )
-            content = _read_body(response)
         except requests.exceptions.SSLError as err:
             rejected = _certificate_rejection(err)
             if rejected is None:  # a handshake cut short: as passing as a reset connection
@@ -393,63 +361,42 @@ class ApiTransport:
                 f"{what}: the answer from {_origin(url)} could not be read "
                 f"({self._redact(str(err))}); check the connection's host (API base URL)."
             ) from None
-        # -- rate-limit pacing (hooks/pacing.py) --
-        if self.pacer is not None:
-            self.pacer.observe(response.headers)
-        status = response.status_code
-        cf_ray = response.headers.get("cf-ray")
-        if cf_ray is not None:
-            cf_ray = self._redact(cf_ray)
-        if 300 <= status < 400:
-            target = _origin(response.headers.get("Location", "")) or "the same host"
-            raise CloudflareImagesAPIError(
-                f"{what}: the server answered HTTP {status}, a redirect (to "
-                f"{self._redact(target)}), which was not followed: the Cloudflare API does "
-                "not redirect. Check the connection's host (API base URL).",
-                status=status,
-                cf_ray=cf_ray,
-            )
-        try:
-            envelope = decoder.decode(content)
-        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as err:
-            problem = _describe_unreadable(response, content, err, self._redact)
-            error = CloudflareImagesAPIError(
-                f"{what}: {self._redact(problem)}",
-                status=status,
-                cf_ray=cf_ray,
-                retry_after=_retry_after(response),
-            )
-            # Bodies that are not JSON at all come from the edge (HTML error pages) or from
-            # cut-off transfers, both transient; JSON of the wrong shape (or nested deeper
-            # than Python's recursion limit) will not improve.
-            # (msgspec's ValidationError, a wrong shape, subclasses DecodeError.)
-            transient = (
-                isinstance(err, msgspec.DecodeError)
-                and not isinstance(err, msgspec.ValidationError)
-                and (status in RETRY_STATUSES or 200 <= status < 300)
-            )
-            if transient or status in RETRY_STATUSES:
-                raise _Retryable(error) from None
-            raise error from None
-        errors = [self._redacted(e) for e in envelope.errors]
-        if 200 <= status < 300 and envelope.success:
-            return envelope, len(content)
-        error = CloudflareImagesAPIError(
-            f"{what} failed",
-            status=status,
-            errors=errors,
-            cf_ray=cf_ray,
-            retry_after=_retry_after(response),
-        )
-        if status in RETRY_STATUSES or RATE_LIMIT_CODE in error.codes:
-            raise _Retryable(error)
-        raise error
 
-    def _raise_missing_id(self, what: str, index: int, image: dict[str, Any]) -> None:
-        raise CloudflareImagesAPIError(
-            f"{what}: image #{index + 1} on the page has no 'id' "
-            f"(keys: {self._redact(str(sorted(image)[:10]))})"
-        )
+    def _retry(self, error: CloudflareImagesAPIError, what: str) -> Exception:
+        """What to raise for a failure that may pass: :class:`_Retryable`, or a final error.
+
+        A rate limit that asks to wait longer than ``max_retry_wait`` is final.
+        """
+        too_long = error.retry_after is not None and error.retry_after > self.max_retry_wait
+        if _rate_limited(error) and too_long:
+            return _restated(
+                error,
+                CloudflareImagesRateLimitError,
+                f"{what}: rate limited by Cloudflare for {error.retry_after:.0f} s "
+                f"(Retry-After), longer than max_retry_wait={self.max_retry_wait:.0f} s",
+                transient=False,
+            )
+        return _Retryable(error)
+
+    def _image_key(self, image: Any, index: int, what: str) -> ImageKey:
+        """An image's ``id`` and ``uploaded``; raise if the image has no usable id."""
+        if isinstance(image, msgspec.Raw):
+            try:
+                key = _KEY_DECODER.decode(image)
+            except msgspec.ValidationError as err:
+                raise CloudflareImagesAPIError(
+                    f"{what}: the response does not have the expected shape (image "
+                    f"#{index + 1} on the page: {err})"
+                ) from None
+        else:
+            key = ImageKey(image.get("id"), image.get("uploaded"))
+        if not _is_image_id(key.id):
+            fields = image if isinstance(image, dict) else msgspec.json.decode(image)
+            raise CloudflareImagesAPIError(
+                f"{what}: image #{index + 1} on the page has no 'id' "
+                f"(keys: {self._redact(str(sorted(fields)[:10]))})"
+            )
+        return key
 
     def _redacted(self, message: _ApiMessage) -> dict[str, Any]:
         code = message.code
@@ -467,9 +414,49 @@ class ApiTransport:
             raise CloudflareImagesError(f"{what}: cancelled")
 
 
-def _refused_unhandled(error: CloudflareImagesAPIError) -> bool:
-    """Whether a failed try was certainly refused before it was carried out (a 429)."""
+def _rate_limited(error: CloudflareImagesAPIError) -> bool:
     return error.status == 429 or RATE_LIMIT_CODE in error.codes
+
+
+def _retry_wait(error: CloudflareImagesAPIError, attempt: int) -> float:
+    """Seconds before retry number ``attempt``: what the API asked, else a backoff."""
+    if _rate_limited(error) and error.retry_after is not None:
+        return error.retry_after
+    # Jitter keeps many workers that failed together from retrying together.
+    ceiling = min(BACKOFF_MAX, BACKOFF_INITIAL * 2 ** (attempt - 1))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+def _gave_up(error: CloudflareImagesAPIError, retries: int, what: str) -> CloudflareImagesAPIError:
+    """The error to raise when the retries ran out on ``error``."""
+    if _rate_limited(error):
+        return _restated(
+            error,
+            CloudflareImagesRateLimitError,
+            f"{what}: still rate limited by Cloudflare after {retries} retries; the API last "
+            f"asked to wait {error.retry_after or 0:.0f} s",
+        )
+    return _restated(
+        error, CloudflareImagesAPIError, f"{error.reason} (gave up after {retries} retries)"
+    )
+
+
+def _restated(
+    error: CloudflareImagesAPIError,
+    kind: type[CloudflareImagesAPIError],
+    message: str,
+    *,
+    transient: bool = True,
+) -> CloudflareImagesAPIError:
+    """``error`` told again as a ``kind`` with a new message, keeping what the API said."""
+    return kind(
+        message,
+        status=error.status,
+        errors=error.errors,
+        cf_ray=error.cf_ray,
+        retry_after=error.retry_after,
+        transient=transient,
+    )
 
 
 def _page_images(result: _ListResult[Any] | None, what: str) -> list[Any]:
@@ -482,26 +469,6 @@ def _page_images(result: _ListResult[Any] | None, what: str) -> list[Any]:
 
 def _is_image_id(value: Any) -> bool:
     return isinstance(value, str) and bool(value)
-
-
-def _read_body(response: requests.Response) -> bytes:
-    """The whole body in one read, with urllib3's errors as ``requests`` would raise them.
-
-    ``response.content`` reads in 10 KB chunks, ~15% of a large page's time; one read
-    lets the socket fill one buffer. A cut-off body still fails: urllib3 enforces
-    Content-Length and chunk framing on this read as it does on chunked ones.
-    """
-    try:
-        return response.raw.read(decode_content=True)
-    except urllib3.exceptions.ProtocolError as err:  # includes IncompleteRead
-        response.close()
-        raise requests.exceptions.ChunkedEncodingError(err) from None
-    except urllib3.exceptions.DecodeError as err:
-        response.close()
-        raise requests.exceptions.ContentDecodingError(err) from None
-    except (urllib3.exceptions.ReadTimeoutError, urllib3.exceptions.SSLError) as err:
-        response.close()
-        raise requests.ConnectionError(err) from None
 
 
 def _certificate_rejection(err: BaseException) -> str | None:

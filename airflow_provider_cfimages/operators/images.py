@@ -28,10 +28,11 @@ from airflow_provider_cfimages.exceptions import (
     CloudflareImagesConfigError,
     CloudflareImagesError,
     CloudflareImagesRateLimitError,
+    image_not_found,
     short_repr,
 )
 from airflow_provider_cfimages.hooks.connection import validate_account_id
-from airflow_provider_cfimages.hooks.images import CloudflareImagesHook, image_not_found
+from airflow_provider_cfimages.hooks.images import CloudflareImagesHook
 from airflow_provider_cfimages.hooks.query import (
     DEFAULT_PER_PAGE,
     MAX_PER_PAGE,

@@ -17,17 +17,23 @@ import fnmatch
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_cfimages.exceptions import (
+    RATE_LIMIT_CODE,
+    RETRY_STATUSES,
     CloudflareImagesAPIError,
     CloudflareImagesConfigError,
     CloudflareImagesRateLimitError,
+    image_not_found,
 )
-from airflow_provider_cfimages.hooks.images import CloudflareImagesHook, ImagePage, image_not_found
 from airflow_provider_cfimages.hooks.query import DEFAULT_PER_PAGE, ImageQuery
-from airflow_provider_cfimages.hooks.transport import RATE_LIMIT_CODE, RETRY_STATUSES
 from airflow_provider_cfimages.utils.validation import check_whole, is_absent, list_from_text
+
+if TYPE_CHECKING:
+    # Not imported at run time: the trigger imports this module on the triggerer's event
+    # loop, and the hook brings in requests, which takes the loop too long to import.
+    from airflow_provider_cfimages.hooks.images import CloudflareImagesHook, ImagePage
 
 log = logging.getLogger(__name__)
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_cfimages.hooks.images import CloudflareImagesHook
+from airflow_provider_cfimages.get_provider_info import DEFAULT_CONN_ID
 from airflow_provider_cfimages.hooks.query import DEFAULT_PER_PAGE
 from airflow_provider_cfimages.sensors.conditions import (
     DEFAULT_MAX_IMAGES,
@@ -18,13 +18,17 @@ from airflow_provider_cfimages.sensors.conditions import (
     ImageConditions,
 )
 
+if TYPE_CHECKING:
+    from airflow_provider_cfimages.hooks.images import CloudflareImagesHook
+
 
 class CloudflareImagesTrigger(BaseTrigger):
     """Check the sensor's conditions every ``poke_interval`` seconds until they hold.
 
-    Each check runs the hook's synchronous code (auth, retries, pagination) in a worker
-    thread through ``asyncio.to_thread``, so the triggerer's event loop is never blocked;
-    the connection is read before, on the loop (``aget_connection``).
+    The triggerer's event loop is never blocked: the hook is imported and built, and each
+    check runs the hook's synchronous code (auth, retries, pagination), in a worker thread
+    through ``asyncio.to_thread``; only the connection is read on the loop
+    (``aget_connection``).
     Fires one event: ``{"status": "success", "images": [...], "message": ...}`` when the
     conditions hold, or ``{"status": "error", "message": ...}`` on an error that waiting
     cannot fix (bad credentials, a wrong account id, bad arguments). Rate limiting and 5xx
@@ -46,7 +50,7 @@ class CloudflareImagesTrigger(BaseTrigger):
     def __init__(
         self,
         *,
-        cloudflare_images_conn_id: str = CloudflareImagesHook.default_conn_name,
+        cloudflare_images_conn_id: str = DEFAULT_CONN_ID,
         account_id: str | None = None,
         image_ids: list[str] | None = None,
         filename: str | None = None,
@@ -103,7 +107,7 @@ class CloudflareImagesTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Check until the conditions hold or an error that waiting cannot fix occurs."""
         # Hooks are not serializable: build one per run, and reuse its session across checks.
-        hook = CloudflareImagesHook(self.cloudflare_images_conn_id, account_id=self.account_id)
+        hook = await asyncio.to_thread(self._build_hook)
         checker = ImageConditionChecker(hook, self.conditions, max_images=self.max_images)
         try:
             while True:
@@ -123,6 +127,13 @@ class CloudflareImagesTrigger(BaseTrigger):
             # next request instead of paging on for nobody.
             hook.cancel()
             hook.close()
+
+    def _build_hook(self) -> CloudflareImagesHook:
+        # Imported here, in a worker thread: the triggerer imports this module on its event
+        # loop, where importing the hook (and requests with it) would stall every trigger.
+        from airflow_provider_cfimages.hooks.images import CloudflareImagesHook
+
+        return CloudflareImagesHook(self.cloudflare_images_conn_id, account_id=self.account_id)
 
     @staticmethod
     def _success_payload(check: ConditionCheck) -> dict[str, Any]:

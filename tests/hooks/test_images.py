@@ -195,8 +195,6 @@ def test_session_is_built_once_and_verifies_tls() -> None:
 def test_requests_verify_tls_and_honour_proxy_and_ca_bundle_settings(
     mocked: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    # The transport looks the environment up once, not per request: it must still be
-    # what Session.request would have found.
     bundle = tmp_path / "corporate-ca.pem"
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
@@ -207,7 +205,6 @@ def test_requests_verify_tls_and_honour_proxy_and_ca_bundle_settings(
         sent = call.request.req_kwargs
         assert sent["verify"] == str(bundle)
         assert sent["proxies"]["https"] == "http://proxy.internal:3128"
-        assert sent["stream"] is True
 
 
 def test_requests_verify_tls_with_the_default_bundle(
@@ -432,10 +429,11 @@ def test_retries_429_honouring_retry_after(
     assert no_sleep == [7.0]
 
 
+@pytest.mark.parametrize("status", [200, 400, 403])
 def test_code_971_is_retried_even_without_429(
-    mocked: responses.RequestsMock, no_sleep: list[float]
+    mocked: responses.RequestsMock, no_sleep: list[float], status: int
 ) -> None:
-    mocked.get(LIST_URL, status=400, json=failure(971, "rate limited"))
+    mocked.get(LIST_URL, status=status, json=failure(971, "rate limited"))
     add_page(mocked, [image(1)], None)
     assert len(CloudflareImagesHook().list_images()) == 1
     assert len(no_sleep) == 1
@@ -507,6 +505,15 @@ def test_truncated_json_on_200_is_retried(
     mocked.get(LIST_URL, body=full[: len(full) // 2], content_type="application/json")
     add_page(mocked, [image(1)], None)
     assert len(CloudflareImagesHook().list_images()) == 1
+
+
+def test_empty_body_on_200_is_retried(
+    mocked: responses.RequestsMock, no_sleep: list[float]
+) -> None:
+    mocked.get(LIST_URL, body=b"", content_type="application/json")
+    add_page(mocked, [image(1)], None)
+    assert len(CloudflareImagesHook().list_images()) == 1
+    assert len(mocked.calls) == 2
 
 
 def test_retried_page_resends_the_same_token(

@@ -183,7 +183,7 @@ def test_test_connection_against_the_emulator(emu: EmulatorServer) -> None:
 
 
 def test_pages_reuse_one_connection(emu25k: EmulatorServer) -> None:
-    # Bodies are read in one raw read; the connection must still go back to the pool.
+    # Each body is read to the end, so its connection goes back to the pool for the next page.
     hook = CloudflareImagesHook()
     assert len(hook.list_images(per_page=1000)) == 25_000
     pools = hook.get_conn().get_adapter(emu25k.base_url).poolmanager.pools

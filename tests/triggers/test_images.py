@@ -6,9 +6,13 @@ import asyncio
 import datetime as dt
 import json
 import os
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -205,6 +209,81 @@ def test_checks_never_block_the_event_loop(emulator: EmulatorServer) -> None:
     assert event.payload["status"] == "success"
     # A check blocking the loop for the 1 s request would leave the ticker at 1 or 2 ticks.
     assert ticks >= 10
+
+
+# What the triggerer does with a trigger, in a fresh interpreter: import its class by path on
+# the event loop, build it from its kwargs, run it to its first event. An audit hook records
+# on which thread the hook's modules (and requests) are imported and sockets are connected.
+_START_AS_THE_TRIGGERER_DOES = textwrap.dedent(
+    """
+    import asyncio, json, sys, threading
+
+    from airflow.sdk.module_loading import import_string
+    from airflow.triggers.base import BaseTrigger  # loaded in a triggerer before any trigger
+
+    WATCHED = (
+        "requests",
+        "airflow_provider_cfimages.hooks.images",
+        "airflow_provider_cfimages.hooks.transport",
+    )
+    loop_thread = threading.get_ident()  # asyncio.run runs the loop on this thread
+    imports, connects = [], []
+
+    def audit(event, args):
+        if event == "import" and args[0] in WATCHED:
+            imports.append([args[0], threading.get_ident() == loop_thread])
+        elif event == "socket.connect":
+            connects.append(threading.get_ident() == loop_thread)
+
+    already = [name for name in WATCHED if name in sys.modules]
+    sys.addaudithook(audit)
+
+    async def start():
+        trigger_class = import_string(sys.argv[1])
+        events = trigger_class(**json.loads(sys.argv[2])).run()
+        try:
+            return (await anext(events)).payload
+        finally:
+            await events.aclose()
+
+    payload = asyncio.run(start())
+    print(json.dumps({"already": already, "payload": payload, "imports": imports,
+                      "connects": connects}))
+    """
+)
+
+
+def test_starting_imports_the_hook_and_sends_requests_off_the_event_loop(
+    emulator: EmulatorServer,
+) -> None:
+    # Importing requests and the hook takes a noticeable part of a second: on the loop, it
+    # would stall every other trigger of the triggerer while this one starts.
+    image = emulator.backend.upload("there.jpg")
+    kwargs = {"image_ids": [image["id"]], "poke_interval": 0.1}
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+
+    run = subprocess.run(
+        [sys.executable, "-c", _START_AS_THE_TRIGGERER_DOES, CLASSPATH, json.dumps(kwargs)],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert run.returncode == 0, run.stderr
+    seen = json.loads(run.stdout.splitlines()[-1])
+    assert seen["already"] == [], "nothing to observe: the interpreter had them loaded"
+    assert seen["payload"]["status"] == "success", seen["payload"]
+    imported = {name: on_loop for name, on_loop in seen["imports"]}
+    assert imported == {
+        "requests": False,
+        "airflow_provider_cfimages.hooks.images": False,
+        "airflow_provider_cfimages.hooks.transport": False,
+    }
+    assert seen["connects"], "the check sent no request"
+    assert not any(seen["connects"]), "a request was sent from the event loop's thread"
 
 
 def test_cancelling_the_trigger_stops_a_check_in_progress(emulator_25k: EmulatorServer) -> None:

@@ -92,7 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="statuses used by --fail-rate (default 502,503,504)",
     )
     parser.add_argument(
-        "--page-cap", type=int, metavar="N", help="serve at most N images per list page"
+        "--page-cap",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="serve at most N images per list page, whatever per_page asks for "
+        "(default 1000, as the live docs say; up to 10000)",
     )
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     return parser
@@ -116,8 +121,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         faults.rate_limit(requests, window, retry_after=args.retry_after)
     if args.fail_rate:
         faults.fail_randomly(args.fail_rate, args.fail_statuses, seed=args.seed)
-    if args.page_cap is not None:
-        faults.short_pages(args.page_cap)
     try:
         emulator = EmulatorServer(
             images=args.images,
@@ -131,6 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             global_key=args.global_key,
             faults=faults,
             verbose=args.verbose,
+            page_cap=args.page_cap,
         )
         emulator.start()
     except (OSError, ValueError) as error:

@@ -28,6 +28,7 @@ from airflow_provider_cfimages.hooks.query import parse_uploaded
 from airflow_provider_cfimages.inventory.csv_text import csv_header, csv_rows
 from airflow_provider_cfimages.inventory.location import (
     LOCAL_PROTOCOLS,
+    open_unrecorded,
     protocol_of,
     storage_path,
 )
@@ -486,7 +487,8 @@ class InventoryWriter:
         )
         if self.target.protocol in LOCAL_PROTOCOLS:
             self.temp_path.parent.mkdir(parents=True, exist_ok=True)
-        self._raw = self.temp_path.open("wb")
+        # Not through ObjectStoragePath.open: that would record the temp object as lineage.
+        self._raw = open_unrecorded(self.temp_path, "wb")
         self._sink = _HashingSink(self._raw)
         self._stream = (
             igzip.GzipFile(

@@ -277,6 +277,7 @@ def test_max_images_stops_listing_early(emu: EmulatorServer) -> None:
 def test_full_export_matches_the_inventory_exactly(
     emu: EmulatorServer, tmp_path: Path, name: str, sort_order: str
 ) -> None:
+    emu.page_cap = 10_000  # pages as large as the API accepts
     path = tmp_path / "cf" / name
     manifest = run(output_path=str(path), per_page=10_000, sort_order=sort_order)
 

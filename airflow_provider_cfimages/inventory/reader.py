@@ -40,7 +40,7 @@ from airflow_provider_cfimages.exceptions import (
     CloudflareImagesError,
     short_repr,
 )
-from airflow_provider_cfimages.inventory.location import storage_path
+from airflow_provider_cfimages.inventory.location import open_unrecorded, storage_path
 from airflow_provider_cfimages.inventory.writer import CSV_COLUMNS, GZIP_SUFFIX
 
 # What a file that is not the text or gzip it claims to be raises while it is read: a bad
@@ -185,7 +185,9 @@ class InventoryReader:
 
     def batches(self) -> Iterator[list[Any]]:
         """Yield the records in lists of a few thousand (cheaper than one at a time)."""
-        with self.source.path().open("rb") as raw:
+        # The operators report what they read to OpenLineage themselves, named without the
+        # connection id that ObjectStoragePath.open would record as hook lineage.
+        with open_unrecorded(self.source.path(), "rb") as raw:
             hashing = _HashingReader(raw)
             binary: IO[bytes] = io.BufferedReader(hashing, _CHUNK)
             if self.source.compressed:

@@ -32,6 +32,7 @@ from airflow_provider_cfimages.inventory.location import (
     protocol_of,
     storage_path,
 )
+from airflow_provider_cfimages.inventory.parquet import check_uncompressed, require_pyarrow
 from airflow_provider_cfimages.inventory.write_behind import WriteBehind
 from airflow_provider_cfimages.utils.validation import list_from_text
 
@@ -42,8 +43,8 @@ log = logging.getLogger(__name__)
 
 _Image = TypeVar("_Image")
 
-InventoryFormat = Literal["jsonl", "csv", "json"]
-INVENTORY_FORMATS: tuple[InventoryFormat, ...] = ("jsonl", "csv", "json")
+InventoryFormat = Literal["jsonl", "csv", "json", "parquet"]
+INVENTORY_FORMATS: tuple[InventoryFormat, ...] = ("jsonl", "csv", "json", "parquet")
 #: The CSV columns, in order, when ``fields`` does not choose them.
 CSV_COLUMNS: tuple[str, ...] = (
     "id",
@@ -66,6 +67,7 @@ _SUFFIX_FORMATS: dict[str, InventoryFormat] = {
     ".ndjson": "jsonl",
     ".csv": "csv",
     ".json": "json",
+    ".parquet": "parquet",  # see inventory/parquet.py
 }
 _OTHER_COMPRESSIONS = (".bz2", ".xz", ".zst", ".zstd", ".lz4", ".zip", ".br", ".snappy", ".gzip")
 # Schemes whose ObjectStoragePath filesystem comes from a provider, for the error message.
@@ -166,8 +168,13 @@ class InventoryTarget:
             (fmt for suffix, fmt in _SUFFIX_FORMATS.items() if stem.endswith(suffix)), None
         )
         if output_format is None:
-            return cls(uri, suffix_format or "jsonl", compressed)
+            fmt = suffix_format or "jsonl"
+            if fmt == "parquet":
+                check_uncompressed("output_path", uri, compressed)
+            return cls(uri, fmt, compressed)
         fmt = _check_format(output_format)
+        if fmt == "parquet":
+            check_uncompressed("output_path", uri, compressed)
         if suffix_format is not None and suffix_format != fmt:
             raise CloudflareImagesConfigError(
                 f"output_format is {fmt!r} but output_path {uri!r} ends like a "
@@ -183,6 +190,8 @@ class InventoryTarget:
 
     def check_filesystem(self) -> None:
         """Raise, naming ``output_path`` and the provider to install, if no filesystem serves it."""
+        if self.format == "parquet":
+            require_pyarrow("output_path", self.uri)
         # Local files are built into Airflow; asking has_fs would load every provider's
         # filesystem list first (seconds), for nothing.
         if self.protocol in LOCAL_PROTOCOLS:
@@ -345,6 +354,10 @@ class _CsvEncoder(_PageEncoder):
 
 
 def _encoder_for(fmt: InventoryFormat, fields: Sequence[str] | None) -> _PageEncoder:
+    if fmt == "parquet":
+        from airflow_provider_cfimages.inventory.parquet import ParquetPageEncoder
+
+        return ParquetPageEncoder(fields)  # type: ignore[return-value]
     if fmt == "csv":
         return _CsvEncoder(fields or CSV_COLUMNS)
     if fmt == "json":

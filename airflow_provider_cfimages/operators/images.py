@@ -142,10 +142,11 @@ class CloudflareImagesListOperator(BaseOperator):
         comma-separated text); in CSV they are the columns. (templated)
     :param output_path: write the inventory here instead of returning it: an absolute
         local path or any URI ``airflow.sdk.ObjectStoragePath`` accepts, such as
-        ``s3://aws_default@bucket/cf/{{ ds }}.jsonl.gz``; a ``.gz`` suffix gzips it.
-        (templated)
-    :param output_format: ``jsonl``, ``csv`` or ``json``; by default inferred from
-        ``output_path``'s suffix, else ``jsonl``. (templated)
+        ``s3://aws_default@bucket/cf/{{ ds }}.jsonl.gz``; a ``.gz`` suffix gzips it; a
+        ``.parquet`` suffix writes Parquet with typed columns (needs the ``parquet`` extra;
+        see :mod:`airflow_provider_cfimages.inventory.parquet`). (templated)
+    :param output_format: ``jsonl``, ``csv``, ``json`` or ``parquet``; by default inferred
+        from ``output_path``'s suffix, else ``jsonl``. (templated)
     :param max_xcom_images: without ``output_path``, the most images returned to XCom.
     :param log_every_seconds: log progress at most this often (the first page always).
     :param max_requests_per_minute: a client-side request budget: requests are spaced evenly
@@ -478,7 +479,7 @@ _NARROWING_ARGUMENTS = (
     "max_images",
     "meta_filters",
 )
-EXPORT_FORMATS = ("jsonl", "csv", "json")
+EXPORT_FORMATS = ("jsonl", "csv", "json", "parquet")
 # Cloudflare error codes that fail every request the same way, not just one image's.
 _ACCOUNT_WIDE_CODES = frozenset({10000, 9109, 9106, 6003, 6103, 6111, 5403, 7003})
 

@@ -21,9 +21,10 @@ object of the ``extra`` column (null when an image has none), e.g.
 file has exactly those columns, in that order: the ones above typed as shown, any other
 as JSON text of that key's value (and no ``extra``). A key an image lacks is null.
 
-Images are streamed: each page becomes an Arrow record batch at once, and every
-:data:`ROW_GROUP_ROWS` images are written out as one row group, so memory holds at most one
-row group of Arrow data whatever the inventory's size. The bytes go through the same
+Images are streamed: each page becomes an Arrow record batch at once, and once the batches
+hold :data:`ROW_GROUP_BYTES` of Arrow data (or :data:`ROW_GROUP_ROWS` images) they are
+written out as one row group, so memory holds at most one row group whatever the
+inventory's size (about 7,500 images a group for typical images). The bytes go through the same
 hashing sink and temporary object as the other formats, so the manifest's ``sha256`` and
 ``bytes`` describe the file as stored. The file is written once, front to back; Parquet's
 columns are compressed inside (Snappy), so a ``.gz`` suffix is refused.
@@ -42,8 +43,11 @@ from airflow_provider_cfimages.exceptions import CloudflareImagesConfigError
 
 PARQUET_EXTRA = "parquet"
 INSTALL_HINT = f'pip install "airflow-provider-cfimages[{PARQUET_EXTRA}]"'
-#: Images per row group: about 25 MB of Arrow data for typical images.
-ROW_GROUP_ROWS = 50_000
+#: A row group is written once its images hold this much Arrow data: writing one takes
+#: about 2.5 times that in memory on top, so the export's peak stays bounded.
+ROW_GROUP_BYTES = 3_000_000
+#: ... or once it holds this many images (small images).
+ROW_GROUP_ROWS = 100_000
 TYPED_COLUMNS: tuple[str, ...] = (
     "id",
     "filename",
@@ -54,6 +58,7 @@ TYPED_COLUMNS: tuple[str, ...] = (
     "variants",
 )
 EXTRA_COLUMN = "extra"
+_TYPED_NAMES = frozenset(TYPED_COLUMNS)
 #: File metadata naming the columns that hold JSON text, so a reader decodes only those.
 JSON_COLUMNS_KEY = b"cfimages.json_columns"
 _TEXT_COLUMNS = frozenset({"id", "filename", "creator"})
@@ -62,6 +67,23 @@ _CHUNK = 1 << 20
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
+_NULL = msgspec.Raw(b"null")
+
+
+class _TypedImage(msgspec.Struct):
+    """The typed columns of one image, decoded in C straight from the API's JSON."""
+
+    id: str | None = None
+    filename: str | None = None
+    uploaded: str | None = None
+    requireSignedURLs: bool | None = None
+    creator: str | None = None
+    meta: msgspec.Raw = _NULL
+    variants: list[str] | None = None
+
+
+_decode_typed = msgspec.json.Decoder(list[_TypedImage]).decode
+_decode_keys = msgspec.json.Decoder(list[dict[str, msgspec.Raw]]).decode
 
 
 def require_pyarrow(parameter: str, uri: str) -> None:
@@ -142,29 +164,39 @@ class _Collected:
 class ParquetPageEncoder:
     """Turns pages of images into the bytes of one Parquet file (see the module docstring).
 
-    Used by the inventory writer like its other page encoders: :meth:`encode` per page,
-    then :attr:`trailer` once, which writes the last row group and the footer.
+    Used by the inventory writer like its other page encoders: :meth:`encode` (images as
+    dicts) or :meth:`encode_json` (images as the API's JSON, the faster way) per page, then
+    :attr:`trailer` once, which writes the last row group and the footer.
 
     :param fields: the columns, in order; ``None`` for the typed columns and ``extra``.
-    :param row_group_rows: images per row group.
+    :param row_group_rows: images per row group; ``None`` for :data:`ROW_GROUP_ROWS`.
     """
 
     header = b""
-    copies_json = False
+    #: Takes pages as the API's JSON (without ``fields``; the writer decides).
+    copies_json = True
 
-    def __init__(
-        self, fields: Sequence[str] | None, *, row_group_rows: int = ROW_GROUP_ROWS
-    ) -> None:
+    def __init__(self, fields: Sequence[str] | None, *, row_group_rows: int | None = None) -> None:
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
+        # The system allocator for the Arrow arrays, passed per call (not set process-wide).
+        self.pool = pa.system_memory_pool()
         self.columns = tuple(fields) if fields else (*TYPED_COLUMNS, EXTRA_COLUMN)
         self.with_extra = not fields
         self.schema = _schema(self.columns)
-        self.row_group_rows = row_group_rows
+        self.row_group_rows = row_group_rows or ROW_GROUP_ROWS
         self._sink = _Collected()
-        self._writer = pq.ParquetWriter(self._sink, self.schema, compression="snappy")
+        self._writer = pq.ParquetWriter(
+            self._sink,
+            self.schema,
+            compression="snappy",
+            use_dictionary=[name for name in ("creator",) if name in self.columns],
+            memory_pool=self.pool,
+        )
         self._batches: list[Any] = []
         self._rows = 0
+        self._bytes = 0
 
     def encode(self, images: list[dict[str, Any]]) -> Iterator[bytes]:
         """Take in one page; yield the bytes of the row groups it completes.
@@ -175,10 +207,74 @@ class ParquetPageEncoder:
 
         if images:
             columns = [self._column(name, images) for name in self.columns]
-            self._batches.append(pa.RecordBatch.from_arrays(columns, schema=self.schema))
-            self._rows += len(images)
-        if self._rows >= self.row_group_rows:
+            self._add(pa.RecordBatch.from_arrays(columns, schema=self.schema))
+        if self._full():
             yield self._flush()
+
+    def encode_json(self, images: Sequence[Any]) -> Iterator[bytes]:
+        """Take in one page given as the API's JSON texts (the typed columns and ``extra``).
+
+        :param images: each image's JSON object, bytes-like.
+        """
+        import pyarrow as pa
+
+        if images and not self.with_extra:
+            raise ValueError("encode_json writes every column; use encode with fields.")
+        if images:
+            page = b"[" + b",".join(images) + b"]"
+            try:
+                typed = _decode_typed(page)
+            except msgspec.ValidationError as err:
+                raise ValueError(
+                    f"An image has a value that does not fit its typed Parquet column ({err}); "
+                    "export as JSON Lines to keep it as sent."
+                ) from None
+            extra = [_extra_from_raw(keys) for keys in _decode_keys(page)]
+            self._add(
+                pa.RecordBatch.from_arrays(self._typed_columns(typed, extra), schema=self.schema)
+            )
+        if self._full():
+            yield self._flush()
+
+    def _typed_columns(self, typed: list[_TypedImage], extra: list[str | None]) -> list[Any]:
+        import pyarrow as pa
+
+        pool = self.pool
+
+        def text(values: list[Any]) -> Any:
+            return pa.array(values, type=pa.string(), memory_pool=pool)
+
+        uploaded = text([image.uploaded for image in typed])
+        try:
+            uploaded = uploaded.cast(pa.timestamp("us", tz="UTC"), memory_pool=pool)
+        except pa.ArrowInvalid:
+            # The per-image parser, for what Arrow's ISO 8601 reader rejects (and its error).
+            uploaded = pa.array(
+                [_timestamp({"id": i.id, "uploaded": i.uploaded}) for i in typed],
+                type=pa.timestamp("us", tz="UTC"),
+                memory_pool=pool,
+            )
+        meta = [None if image.meta == _NULL else bytes(image.meta).decode() for image in typed]
+        return [
+            text([image.id for image in typed]),
+            text([image.filename for image in typed]),
+            uploaded,
+            pa.array([i.requireSignedURLs for i in typed], type=pa.bool_(), memory_pool=pool),
+            text([image.creator for image in typed]),
+            text(meta),
+            pa.array(
+                [image.variants for image in typed], type=pa.list_(pa.string()), memory_pool=pool
+            ),
+            text(extra),
+        ]
+
+    def _add(self, batch: Any) -> None:
+        self._batches.append(batch)
+        self._rows += batch.num_rows
+        self._bytes += batch.nbytes
+
+    def _full(self) -> bool:
+        return self._rows >= self.row_group_rows or self._bytes >= ROW_GROUP_BYTES
 
     @property
     def trailer(self) -> bytes:
@@ -192,8 +288,13 @@ class ParquetPageEncoder:
 
         if self._batches:
             table = pa.Table.from_batches(self._batches, schema=self.schema)
-            self._batches, self._rows = [], 0
+            self._batches, self._rows, self._bytes = [], 0, 0
             self._writer.write_table(table, row_group_size=max(table.num_rows, 1))
+            del table
+            # The Parquet column encoders allocate from pyarrow's default pool, which keeps
+            # freed memory for reuse; handing it back after each row group keeps the peak
+            # at one row group (this frees unused memory only, it changes no setting).
+            pa.default_memory_pool().release_unused()
         return self._sink.take()
 
     def _column(self, name: str, images: list[dict[str, Any]]) -> Any:
@@ -212,7 +313,17 @@ class ParquetPageEncoder:
             _check_all(values, str, name, images)
         else:  # meta, and keys chosen with fields that have no type of their own
             values = [None if value is None else _encode(value).decode() for value in values]
-        return pa.array(values, type=self.schema.field(name).type)
+        return pa.array(values, type=self.schema.field(name).type, memory_pool=self.pool)
+
+
+def _extra_from_raw(keys: dict[str, msgspec.Raw]) -> str | None:
+    """The JSON object of an image's keys beyond the typed columns, copied as sent."""
+    if len(keys) <= len(TYPED_COLUMNS) and keys.keys() <= _TYPED_NAMES:
+        return None
+    others = [(name, raw) for name, raw in keys.items() if name not in _TYPED_NAMES]
+    if not others:
+        return None
+    return _encode(dict(others)).decode()
 
 
 def _extra_json(image: dict[str, Any]) -> str | None:

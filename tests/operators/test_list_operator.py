@@ -254,7 +254,7 @@ def test_xcom_guard_fails_before_listing_further_and_names_output_path(
 
 
 def test_max_images_stops_listing_early(emu: EmulatorServer) -> None:
-    images = run(per_page=1000, max_images=2500)
+    images = run(per_page=1000, max_images=2500, max_xcom_images=5000)
     assert len(images) == 2500
     assert list_requests(emu) == 3
     assert images == emu.backend.images_sorted()[::-1][:2500]

@@ -47,6 +47,8 @@ def open_unrecorded(path: Any, mode: str) -> Any:
     :param path: a ``pathlib.Path`` or an ``airflow.sdk.ObjectStoragePath``.
     :param mode: the mode, such as ``"wb"``.
     """
-    if isinstance(path, Path):
+    # Not isinstance(path, Path): on Airflow 3.1 ObjectStoragePath is a pathlib.Path too.
+    filesystem = getattr(path, "fs", None)
+    if filesystem is None:
         return path.open(mode)
-    return path.fs.open(path.path, mode)
+    return filesystem.open(path.path, mode)

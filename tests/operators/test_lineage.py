@@ -190,7 +190,7 @@ def test_an_s3_export_is_named_by_bucket_and_key_without_the_connection_id(
 def test_the_writer_records_no_hook_lineage_for_the_temp_object(
     emu: EmulatorServer, tmp_path: Path
 ) -> None:
-    from airflow.sdk.lineage import get_hook_lineage_collector
+    from airflow.providers.common.compat.lineage.hook import get_hook_lineage_collector
 
     collector = get_hook_lineage_collector()
     before = len(collector.collected_assets.outputs)

@@ -116,6 +116,8 @@ class EmulatorProcess:
             "--port=0",
             f"--token={self.api_token}",
             f"--account-id={self.account_id}",
+            # Serve what per_page asks (the emulator caps pages at 1000 by default).
+            "--page-cap=10000",
         ]
         self._log = self.log_path.open("w")
         self._process = subprocess.Popen(

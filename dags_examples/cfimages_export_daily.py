@@ -8,18 +8,17 @@ Needs the ``cloudflare_images_default`` connection (an API token with *Images Re
 
 The write is atomic and keyed by the logical date, so retries and re-runs replace the file
 rather than duplicate it. XCom holds only the manifest (path, count, sha256, ...), and the
-``cloudflare_images_inventory`` asset is updated with the manifest as its event extra, so
-downstream DAGs (``cfimages_reconcile``) can be scheduled on it.
+export task's ``cloudflare_images_inventory`` asset event carries the manifest as its
+extra, so downstream DAGs (``cfimages_reconcile``) can be scheduled on it and read it.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import pendulum
-from airflow.sdk import DAG, Asset, task
+from airflow.sdk import DAG, Asset
 
 from airflow_provider_cfimages.operators.images import CloudflareImagesListOperator
 
@@ -38,18 +37,10 @@ with DAG(
     max_active_runs=1,
     tags=["cloudflare-images", "example"],
 ) as dag:
-    export = CloudflareImagesListOperator(
+    CloudflareImagesListOperator(
         task_id="export_inventory",
-        per_page=10_000,  # 100 requests per million images
-        sort_order="asc",
+        sort_order="asc",  # pages of 1000 images: 1,000 requests per million images
         output_path=EXPORT_BASE + "/daily/{{ ds }}.jsonl.gz",
+        outlets=[INVENTORY],  # the asset event's extra is the manifest
         retries=2,
     )
-
-    @task(outlets=[INVENTORY])
-    def publish_inventory(manifest: dict[str, Any], *, outlet_events: Any = None) -> dict[str, Any]:
-        """Attach the manifest to the asset event, so consumers know which file to read."""
-        outlet_events[INVENTORY].extra = manifest
-        return manifest
-
-    publish_inventory(export.output)

@@ -7,11 +7,16 @@ the interval began, not for the whole account. Consecutive intervals neither ove
 leave gaps, and each logical date writes (atomically) its own file,
 ``<export base>/incremental/<ts_nodash>.jsonl``, so backfills and retries are idempotent.
 
+Images can show up in listings after their upload time (a direct creator upload completes
+later), so the window is held back by ``settle`` (15 minutes): each run exports
+``[start - 15 min, end - 15 min)``, and consecutive runs still neither overlap nor leave gaps.
+
 The export base is the Variable ``cfimages_export_base`` (default ``$AIRFLOW_HOME/cfimages``).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from pathlib import Path
 
@@ -38,6 +43,7 @@ with DAG(
         sort_order="desc",
         uploaded_after="{{ data_interval_start }}",
         uploaded_before="{{ data_interval_end }}",
+        settle=dt.timedelta(minutes=15),
         output_path=EXPORT_BASE + "/incremental/{{ ts_nodash }}.jsonl",
         retries=3,
     )

@@ -6,7 +6,8 @@ Registered for the whole suite by ``pytest_plugins = ["tests.conftest_emulator"]
 - ``emulator``: a fresh, empty emulator per test (mutate it freely).
 - ``emulator_25k``: 25,000 seeded images (seed 7), one server per test module; before each
   test its faults are cleared, its request log emptied and its inventory reset to the
-  seeded one. A test that adds or deletes images should still prefer its own server.
+  seeded one, and its page cap to the default 1000. A test that adds or deletes images
+  should still prefer its own server.
 - ``emulator_25k_server``: the module-scoped server behind ``emulator_25k`` (no resets).
 - ``emulator_connection_env``: ``AIRFLOW_CONN_CLOUDFLARE_IMAGES_DEFAULT`` pointing at
   ``emulator`` for the duration of a test.
@@ -19,6 +20,7 @@ from collections.abc import Iterator
 import pytest
 
 from airflow_provider_cfimages.emulator import EmulatorServer
+from airflow_provider_cfimages.emulator.server import DEFAULT_PAGE_CAP
 
 EMULATOR_25K_IMAGES = 25_000
 EMULATOR_25K_SEED = 7
@@ -45,8 +47,10 @@ def emulator_25k(emulator_25k_server: EmulatorServer) -> Iterator[EmulatorServer
     server.faults.clear()
     server.backend.reset()
     server.reset_requests()
+    server.page_cap = DEFAULT_PAGE_CAP
     yield server
     server.faults.clear()
+    server.page_cap = DEFAULT_PAGE_CAP
 
 
 @pytest.fixture

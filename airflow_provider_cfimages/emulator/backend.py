@@ -33,7 +33,7 @@ import secrets
 import threading
 from bisect import bisect_left, bisect_right
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -49,6 +49,7 @@ from airflow_provider_cfimages.emulator.errors import (
     ResourceAlreadyExists,
     ServiceLimitReached,
 )
+from airflow_provider_cfimages.emulator.meta_filters import QueryFilter
 from airflow_provider_cfimages.emulator.seed import (
     DEFAULT_VARIANTS,
     MAX_METADATA_BYTES,
@@ -133,6 +134,8 @@ class _Cursor:
     sort_order: SortOrder
     creator: str | None
     last_key: str
+    #: the metadata filters listed, as canonical text ("" for none)
+    filters: str = ""
 
 
 @dataclass
@@ -373,9 +376,12 @@ class ImagesBackend:
         *,
         page_cap: int | None = None,
         token_on_last_page: bool = False,
+        meta_filters: Sequence[QueryFilter] = (),
     ) -> V2Page:
         """List images V2, returning the page's images still JSON-encoded.
 
+        :param creator: only images with this ``creator``; ``""`` for images without one.
+        :param meta_filters: metadata filters (see :mod:`~.meta_filters`), AND-combined.
         :param page_cap: serve at most this many images even when ``per_page`` asks for more
             (the live API may cap pages at 1000); the page still carries a token.
         :param token_on_last_page: give the last non-empty page a token too (its next page
@@ -392,7 +398,7 @@ class ImagesBackend:
             order = sort_order  # type: ignore[assignment]
         else:
             raise BadRequest(f"sort_order must be 'asc' or 'desc', got {sort_order!r}")
-        creator = creator or None
+        filters = "&".join(f.canonical() for f in meta_filters)
         with self._lock:
             cursor_key: str | None = None
             if continuation_token:
@@ -406,7 +412,17 @@ class ImagesBackend:
                     )
                 if cursor.creator != creator:
                     raise BadRequest("continuation_token was issued for another creator filter")
+                if cursor.filters != filters:
+                    raise BadRequest("continuation_token was issued for other metadata filters")
                 cursor_key = cursor.last_key
+            if meta_filters or creator == "":
+                blobs, last_key, more = self._scan_page(
+                    order, creator, meta_filters, cursor_key, size
+                )
+                token = None
+                if (more or token_on_last_page) and last_key is not None:
+                    token = self._issue_token(_Cursor(order, creator, last_key, filters))
+                return V2Page(blobs, token)
             if creator is None:
                 images = self._state.all
             else:
@@ -429,6 +445,43 @@ class ImagesBackend:
             if (more or token_on_last_page) and last_key is not None:
                 token = self._issue_token(_Cursor(order, creator, last_key))
         return V2Page(blobs, token)
+
+    def _scan_page(
+        self,
+        order: SortOrder,
+        creator: str | None,
+        meta_filters: Sequence[QueryFilter],
+        cursor_key: str | None,
+        size: int,
+    ) -> tuple[list[bytes], str | None, bool]:
+        """A filtered page: walk from the cursor in order, keeping the images that pass.
+
+        Returns the page's images, the key of the last one, and whether another image
+        passes after it (call with the lock held).
+        """
+        images = self._state.all if not creator else self._state.by_creator.get(creator)
+        if images is None:
+            return [], None, False
+        keys = images.keys
+        if order == "asc":
+            start = 0 if cursor_key is None else bisect_right(keys, cursor_key)
+            positions: Iterable[int] = range(start, len(keys))
+        else:
+            end = len(keys) if cursor_key is None else bisect_left(keys, cursor_key)
+            positions = range(end - 1, -1, -1)
+        blobs: list[bytes] = []
+        last_key: str | None = None
+        for position in positions:
+            image = _decode_image(images.blobs[position])
+            if creator == "" and image.get("creator"):
+                continue
+            if not all(f.matches(image.get("meta")) for f in meta_filters):
+                continue
+            if len(blobs) == size:
+                return blobs, last_key, True
+            blobs.append(images.blobs[position])
+            last_key = keys[position]
+        return blobs, last_key, False
 
     def list_images_v2(
         self,
@@ -708,8 +761,11 @@ class ImagesBackend:
             state.by_creator.setdefault(creator, _SortedImages()).insert(key, blob)
 
     def _issue_token(self, cursor: _Cursor) -> str:
-        material = f"{cursor.sort_order}\x00{cursor.creator or ''}\x00{cursor.last_key}".encode()
-        digest = hashlib.blake2b(material, key=self._token_key, digest_size=24).digest()
+        material = f"{cursor.sort_order}\x00{cursor.creator or ''}\x00{cursor.last_key}"
+        if cursor.creator == "" or cursor.filters:
+            # Distinct from the unfiltered listing's token at the same position.
+            material += f"\x00{cursor.creator!r}\x00{cursor.filters}"
+        digest = hashlib.blake2b(material.encode(), key=self._token_key, digest_size=24).digest()
         # 24 bytes -> 32 URL-safe characters: the schema's maxLength for the token.
         token = base64.urlsafe_b64encode(digest).decode()
         if token not in self._tokens:

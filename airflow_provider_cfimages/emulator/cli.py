@@ -148,7 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="statuses used by --fail-rate (default 502,503,504)",
     )
     parser.add_argument(
-        "--page-cap", type=int, metavar="N", help="serve at most N images per list page"
+        "--page-cap",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="serve at most N images per list page, whatever per_page asks for "
+        "(default 1000, as the live docs say; up to 10000)",
     )
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     return parser
@@ -202,8 +207,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if args.fail_rate:
         faults.fail_randomly(args.fail_rate, args.fail_statuses, seed=args.seed)
-    if args.page_cap is not None:
-        faults.short_pages(args.page_cap)
     try:
         emulator = EmulatorServer(
             images=args.images,
@@ -218,6 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             faults=faults,
             accounts=args.accounts,
             verbose=args.verbose,
+            page_cap=args.page_cap,
         )
         emulator.batch.configure(
             token_lifetime=args.batch_token_lifetime, requests_per_second=args.batch_rate

@@ -53,7 +53,7 @@ from airflow_provider_cfimages.emulator.auth import (
     default_account_id,
     default_credentials,
 )
-from airflow_provider_cfimages.emulator.backend import ImagesBackend
+from airflow_provider_cfimages.emulator.backend import PER_PAGE_MAX, ImagesBackend
 from airflow_provider_cfimages.emulator.batch import BATCH_ROOT, BatchTokens
 from airflow_provider_cfimages.emulator.errors import (
     AuthenticationError,
@@ -67,6 +67,7 @@ from airflow_provider_cfimages.emulator.errors import (
     NoRoute,
 )
 from airflow_provider_cfimages.emulator.faults import FaultPlan, edge_error_page, json_error_for
+from airflow_provider_cfimages.emulator.meta_filters import parse_query_filters
 from airflow_provider_cfimages.emulator.seed import read_seed_inventories
 
 API_ROOT = "/client/v4"
@@ -75,6 +76,8 @@ CONTROL_ROOT = "/__emulator__"
 MAX_BODY_BYTES = 32 * 1024 * 1024
 #: request records kept (the oldest are dropped first)
 MAX_RECORDS = 100_000
+#: images a List images V2 page holds at most by default: the live docs say up to 1000
+DEFAULT_PAGE_CAP = 1000
 
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
@@ -347,6 +350,8 @@ class EmulatorApp:
         self.faults = faults
         self.credentials = credentials
         self.batch = BatchTokens()
+        #: the most images a List images V2 page holds, whatever per_page asks for
+        self.page_cap: int | None = DEFAULT_PAGE_CAP
         self.base_url = ""
         self._records: deque[RequestRecord] = deque(maxlen=MAX_RECORDS)
         self._records_lock = threading.Lock()
@@ -501,15 +506,17 @@ class EmulatorApp:
 
     def list_images_v2(self, request: Request, params: dict[str, str]) -> Response:
         query = request.query
-        page_cap, trailing = self.faults.list_behaviour()
+        fault_cap, trailing = self.faults.list_behaviour()
+        caps = [cap for cap in (fault_cap, self.page_cap) if cap is not None]
         asked_token = query.get("continuation_token") or None
         page = self.backend.list_images_v2_page(
             query.get("per_page"),
             query.get("sort_order"),
             asked_token,
             query.get("creator"),
-            page_cap=page_cap,
+            page_cap=min(caps) if caps else None,
             token_on_last_page=trailing,
+            meta_filters=parse_query_filters(query),
         )
         token = self.faults.rewrite_token(asked_token, page.continuation_token)
         return _image_list(page.blobs, token)
@@ -890,6 +897,9 @@ class EmulatorServer:
     :param accounts: how many accounts to serve (ids derived from ``seed``), or their ids;
         the first is the primary (``account_id``, if given, must not contradict it).
     :param verbose: log each request to stderr.
+    :param page_cap: the most images a List images V2 page holds, whatever ``per_page``
+        asks for: 1000 by default, as the live docs say; 10000 (or ``None``) serves pages
+        as large as ``per_page`` allows.
     """
 
     def __init__(
@@ -908,6 +918,7 @@ class EmulatorServer:
         backend: ImagesBackend | None = None,
         accounts: int | Sequence[str] | None = None,
         verbose: bool = False,
+        page_cap: int | None = DEFAULT_PAGE_CAP,
     ) -> None:
         if backend is not None and account_id is not None and backend.account_id != account_id:
             raise ValueError("account_id differs from the given backend's account_id")
@@ -944,6 +955,7 @@ class EmulatorServer:
                 account.backend.load(inventories[extra_id])
         #: seconds spent seeding
         self.seed_seconds = time.perf_counter() - started
+        self.page_cap = page_cap
         self._host = host
         self._port = port
         self._thread: threading.Thread | None = None
@@ -1056,6 +1068,17 @@ class EmulatorServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+    @property
+    def page_cap(self) -> int | None:
+        """The most images a List images V2 page holds (settable; ``None`` for no cap)."""
+        return self.app.page_cap
+
+    @page_cap.setter
+    def page_cap(self, value: int | None) -> None:
+        if value is not None and not 1 <= value <= PER_PAGE_MAX:
+            raise ValueError(f"page_cap must be 1..{PER_PAGE_MAX} or None; got {value!r}")
+        self.app.page_cap = value
 
     @property
     def running(self) -> bool:

@@ -310,6 +310,7 @@ class CloudflareImagesHook(BaseHook):
         creator: Any = None,
         limit: Any = None,
         query: ImageQuery | None = None,
+        meta_filters: Any = None,
     ) -> Iterator[ImagePage]:
         """Yield the pages of "List images V2", following ``continuation_token`` to the end.
 
@@ -321,9 +322,12 @@ class CloudflareImagesHook(BaseHook):
         :param sort_order: ``desc`` (newest first, the API default) or ``asc``.
         :param uploaded_after: keep images uploaded at or after this instant.
         :param uploaded_before: keep images uploaded strictly before this instant.
-        :param creator: only images with this creator.
+        :param creator: only images with this creator (``""``: images without one).
         :param limit: stop after this many images.
         :param query: an already checked :class:`ImageQuery`, instead of the arguments above.
+        :param meta_filters: metadata filters the API applies, a mapping of field path to a
+            value, a list (``in``) or a mapping of operators to values; see
+            :mod:`~airflow_provider_cfimages.hooks.meta_filters`.
         """
         query = query or ImageQuery.build(
             per_page=per_page,
@@ -332,6 +336,7 @@ class CloudflareImagesHook(BaseHook):
             uploaded_before=uploaded_before,
             creator=creator,
             limit=limit,
+            meta_filters=meta_filters,
         )
         return self._paginate(query, ImagePage)
 
@@ -345,6 +350,7 @@ class CloudflareImagesHook(BaseHook):
         creator: Any = None,
         limit: Any = None,
         query: ImageQuery | None = None,
+        meta_filters: Any = None,
     ) -> Iterator[JsonImagePage]:
         """Like :meth:`iter_pages`, but each image stays the JSON text the API sent.
 
@@ -359,6 +365,7 @@ class CloudflareImagesHook(BaseHook):
             uploaded_before=uploaded_before,
             creator=creator,
             limit=limit,
+            meta_filters=meta_filters,
         )
         return self._paginate(query, JsonImagePage)
 

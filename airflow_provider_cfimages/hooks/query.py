@@ -16,6 +16,11 @@ import enum
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from airflow_provider_cfimages.hooks.meta_filters import (
+    NO_FILTERS,
+    MetaFilters,
+    parse_meta_filters,
+)
 from airflow_provider_cfimages.utils.validation import is_absent
 
 SortOrder = Literal["asc", "desc"]
@@ -23,6 +28,9 @@ SORT_ORDERS: tuple[SortOrder, ...] = ("asc", "desc")
 MIN_PER_PAGE = 10
 MAX_PER_PAGE = 10_000
 DEFAULT_PER_PAGE = 1000
+#: What one page really holds at most: the API accepts per_page up to 10000 but its docs
+#: say "up to 1000 results per page".
+API_PAGE_CAP = 1000
 
 
 class Verdict(enum.Enum):
@@ -47,6 +55,7 @@ class ImageQuery:
     uploaded_before: dt.datetime | None = None
     creator: str | None = None
     limit: int | None = None
+    meta_filters: MetaFilters = NO_FILTERS
 
     @classmethod
     def build(
@@ -59,6 +68,7 @@ class ImageQuery:
         creator: Any = None,
         limit: Any = None,
         limit_name: str = "limit",
+        meta_filters: Any = None,
     ) -> ImageQuery:
         """Check and normalise listing parameters.
 
@@ -66,11 +76,15 @@ class ImageQuery:
         :param sort_order: ``asc`` or ``desc`` by upload time.
         :param uploaded_after: keep images uploaded at or after this instant.
         :param uploaded_before: keep images uploaded strictly before this instant.
-        :param creator: only images with this creator (sent to the API as a filter).
+        :param creator: only images with this creator (sent to the API as a filter); ``""``
+            (the empty string) for images without a creator.
         :param limit: stop after this many images; ``None`` for all.
         :param limit_name: the caller's name for ``limit`` (``max_images`` on the operator),
             used in error messages.
+        :param meta_filters: metadata filters sent to the API (see
+            :mod:`~airflow_provider_cfimages.hooks.meta_filters`).
         """
+        filters = parse_meta_filters(meta_filters)
         after = parse_instant(uploaded_after, name="uploaded_after")
         before = parse_instant(uploaded_before, name="uploaded_before")
         if after is not None and before is not None and after >= before:
@@ -86,6 +100,7 @@ class ImageQuery:
             uploaded_before=before,
             creator=_creator(creator),
             limit=_limit(limit, limit_name),
+            meta_filters=filters,
         )
 
     @property
@@ -98,6 +113,7 @@ class ImageQuery:
         params: dict[str, str | int] = {"per_page": self.per_page, "sort_order": self.sort_order}
         if self.creator is not None:
             params["creator"] = self.creator
+        params.update(self.meta_filters.query_params())
         if continuation_token:
             params["continuation_token"] = continuation_token
         return params
@@ -183,6 +199,8 @@ def _sort_order(value: Any) -> SortOrder:
 
 
 def _creator(value: Any) -> str | None:
+    if value == "":
+        return ""  # the API's "images without a creator"
     if is_absent(value):
         return None
     if not isinstance(value, str):

@@ -34,3 +34,21 @@ def storage_path(uri: str) -> Any:
     from airflow.sdk import ObjectStoragePath
 
     return ObjectStoragePath(uri)
+
+
+def open_unrecorded(path: Any, mode: str) -> Any:
+    """Open ``path`` without reporting it to Airflow's hook-lineage collector.
+
+    ``ObjectStoragePath.open`` records every file it opens as a lineage asset; a temporary
+    object that is renamed away seconds later is not a dataset anyone should see, so it is
+    opened through the path's underlying fsspec filesystem instead. A ``pathlib.Path``
+    reports nothing and is opened as usual.
+
+    :param path: a ``pathlib.Path`` or an ``airflow.sdk.ObjectStoragePath``.
+    :param mode: the mode, such as ``"wb"``.
+    """
+    # Not isinstance(path, Path): on Airflow 3.1 ObjectStoragePath is a pathlib.Path too.
+    filesystem = getattr(path, "fs", None)
+    if filesystem is None:
+        return path.open(mode)
+    return filesystem.open(path.path, mode)

@@ -29,6 +29,8 @@ class InventoryManifest(WrittenInventory):
     :param fields: the keys kept, or ``None`` for all.
     :param requests: HTTP requests sent, retries included.
     :param listed_at: when listing started (ISO 8601, UTC).
+    :param meta_filters: the metadata filters the API applied (field -> operator -> value),
+        or ``None``.
     """
 
     account_id: str
@@ -41,6 +43,7 @@ class InventoryManifest(WrittenInventory):
     fields: list[str] | None
     requests: int
     listed_at: str
+    meta_filters: dict[str, Any] | None = None
 
     @classmethod
     def describe(
@@ -73,6 +76,7 @@ class InventoryManifest(WrittenInventory):
             fields=list(fields) if fields else None,
             requests=requests,
             listed_at=listed_at,
+            meta_filters=query.meta_filters.to_mapping() or None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -85,8 +89,9 @@ class InventoryManifest(WrittenInventory):
 
         :param data: a manifest as returned by :meth:`to_dict`.
         """
-        names = {f.name for f in dataclasses.fields(cls)}
-        missing = sorted(names - set(data))
+        fields = dataclasses.fields(cls)
+        required = {f.name for f in fields if f.default is dataclasses.MISSING}
+        missing = sorted(required - set(data))
         if missing:
             raise ValueError(f"Not an inventory manifest: it lacks {missing}.")
-        return cls(**{name: data[name] for name in names})
+        return cls(**{f.name: data[f.name] for f in fields if f.name in data})

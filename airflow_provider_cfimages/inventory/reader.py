@@ -41,21 +41,28 @@ from airflow_provider_cfimages.exceptions import (
     CloudflareImagesError,
     short_repr,
 )
-from airflow_provider_cfimages.inventory.location import storage_path
+from airflow_provider_cfimages.inventory.location import open_unrecorded, storage_path
+from airflow_provider_cfimages.inventory.parquet import (
+    check_uncompressed,
+    file_digest,
+    parquet_batches,
+    require_pyarrow,
+)
 from airflow_provider_cfimages.inventory.writer import CSV_COLUMNS, GZIP_SUFFIX
 
 # What a file that is not the text or gzip it claims to be raises while it is read: a bad
 # gzip header or CRC, a cut-short stream, a corrupt deflate block, bytes that are not UTF-8.
 _UNREADABLE = (UnicodeDecodeError, EOFError, gzip.BadGzipFile, zlib.error, csv.Error)
 
-SourceFormat = Literal["txt", "csv", "jsonl", "json"]
-SOURCE_FORMATS: tuple[SourceFormat, ...] = ("txt", "csv", "jsonl", "json")
+SourceFormat = Literal["txt", "csv", "jsonl", "json", "parquet"]
+SOURCE_FORMATS: tuple[SourceFormat, ...] = ("txt", "csv", "jsonl", "json", "parquet")
 _SUFFIX_FORMATS: dict[str, SourceFormat] = {
     ".txt": "txt",
     ".csv": "csv",
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
     ".json": "json",
+    ".parquet": "parquet",  # see inventory/parquet.py
 }
 # CSV exports hold these columns as JSON text: decode them back.
 _JSON_COLUMNS = frozenset(CSV_COLUMNS) - {"id", "filename", "uploaded", "creator"}
@@ -118,6 +125,8 @@ class InventorySource:
                 f"of {suffixes} (optionally followed by .gz)."
             )
         gzipped = gzipped if compressed is None else compressed
+        if file_format == "parquet":
+            check_uncompressed(parameter, uri, gzipped)
         # An ObjectStoragePath is kept as given, with its filesystem options.
         original = path if isinstance(path, ObjectStoragePath) else None
         return cls(uri, file_format, gzipped, parameter, original)
@@ -181,7 +190,12 @@ class InventoryReader:
 
     def batches(self) -> Iterator[list[Any]]:
         """Yield the records in lists of a few thousand (cheaper than one at a time)."""
-        with self.source.path().open("rb") as raw:
+        if self.source.format == "parquet":
+            yield from self._parquet_batches()
+            return
+        # The operators report what they read to OpenLineage themselves, named without the
+        # connection id that ObjectStoragePath.open would record as hook lineage.
+        with open_unrecorded(self.source.path(), "rb") as raw:
             hashing = _HashingReader(raw)
             binary: IO[bytes] = io.BufferedReader(hashing, _CHUNK)
             if self.source.compressed:
@@ -199,6 +213,15 @@ class InventoryReader:
             hashing.drain()
             self.sha256 = hashing.sha256.hexdigest()
             self.nbytes = hashing.nbytes
+
+    def _parquet_batches(self) -> Iterator[list[Any]]:
+        """Parquet needs random access: hash the file in one pass, then read its rows."""
+        source = self.source
+        require_pyarrow(source.parameter, source.uri)
+        with open_unrecorded(source.path(), "rb") as raw:
+            self.sha256, self.nbytes = file_digest(raw)
+            raw.seek(0)
+            yield from parquet_batches(raw, parameter=source.parameter, uri=source.uri)
 
     def images(self, expected: ExportExpectation | None = None) -> Iterator[dict[str, Any]]:
         """Yield the images of an export, as the API returned them.
@@ -343,7 +366,7 @@ def export_from_manifest(
         parameter=parameter,
         file_format=manifest.get("format"),
         compressed=None if compression is ... else compression == "gzip",
-        allowed=("jsonl", "csv", "json"),
+        allowed=("jsonl", "csv", "json", "parquet"),
     )
     count = manifest.get("count")
     sha256 = manifest.get("sha256")

@@ -28,9 +28,11 @@ import msgspec
 from airflow_provider_cfimages.exceptions import CloudflareImagesConfigError
 from airflow_provider_cfimages.inventory.location import (
     LOCAL_PROTOCOLS,
+    open_unrecorded,
     protocol_of,
     storage_path,
 )
+from airflow_provider_cfimages.inventory.parquet import check_uncompressed, require_pyarrow
 from airflow_provider_cfimages.utils.timestamps import parse_uploaded
 from airflow_provider_cfimages.utils.validation import list_from_text
 
@@ -39,8 +41,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-InventoryFormat = Literal["jsonl", "csv", "json"]
-INVENTORY_FORMATS: tuple[InventoryFormat, ...] = ("jsonl", "csv", "json")
+InventoryFormat = Literal["jsonl", "csv", "json", "parquet"]
+INVENTORY_FORMATS: tuple[InventoryFormat, ...] = ("jsonl", "csv", "json", "parquet")
 #: The CSV columns, in order, when ``fields`` does not choose them.
 CSV_COLUMNS: tuple[str, ...] = (
     "id",
@@ -61,6 +63,7 @@ _SUFFIX_FORMATS: dict[str, InventoryFormat] = {
     ".ndjson": "jsonl",
     ".csv": "csv",
     ".json": "json",
+    ".parquet": "parquet",  # see inventory/parquet.py
 }
 _OTHER_COMPRESSIONS = (".bz2", ".xz", ".zst", ".zstd", ".lz4", ".zip", ".br", ".snappy", ".gzip")
 # Schemes whose ObjectStoragePath filesystem comes from a provider, for the error message.
@@ -157,8 +160,13 @@ class InventoryTarget:
             (fmt for suffix, fmt in _SUFFIX_FORMATS.items() if stem.endswith(suffix)), None
         )
         if output_format is None:
-            return cls(uri, suffix_format or "jsonl", compressed)
+            fmt = suffix_format or "jsonl"
+            if fmt == "parquet":
+                check_uncompressed("output_path", uri, compressed)
+            return cls(uri, fmt, compressed)
         fmt = _check_format(output_format)
+        if fmt == "parquet":
+            check_uncompressed("output_path", uri, compressed)
         if suffix_format is not None and suffix_format != fmt:
             raise CloudflareImagesConfigError(
                 f"output_format is {fmt!r} but output_path {uri!r} ends like a "
@@ -174,6 +182,8 @@ class InventoryTarget:
 
     def check_filesystem(self) -> None:
         """Raise, naming ``output_path`` and the provider to install, if no filesystem serves it."""
+        if self.format == "parquet":
+            require_pyarrow("output_path", self.uri)
         # Local files are built into Airflow; asking has_fs would load every provider's
         # filesystem list first (seconds), for nothing.
         if self.protocol in LOCAL_PROTOCOLS:
@@ -354,6 +364,10 @@ class _CsvEncoder(_PageEncoder):
 
 
 def _encoder_for(fmt: InventoryFormat, fields: Sequence[str] | None) -> _PageEncoder:
+    if fmt == "parquet":
+        from airflow_provider_cfimages.inventory.parquet import ParquetPageEncoder
+
+        return ParquetPageEncoder(fields)  # type: ignore[return-value]
     if fmt == "csv":
         return _CsvEncoder(fields or CSV_COLUMNS)
     if fmt == "json":
@@ -495,7 +509,8 @@ class InventoryWriter:
         )
         if self.target.protocol in LOCAL_PROTOCOLS:
             self.temp_path.parent.mkdir(parents=True, exist_ok=True)
-        self._raw = self.temp_path.open("wb")
+        # Not through ObjectStoragePath.open: that would record the temp object as lineage.
+        self._raw = open_unrecorded(self.temp_path, "wb")
         self._sink = _HashingSink(self._raw)
         self._stream = (
             gzip.GzipFile(

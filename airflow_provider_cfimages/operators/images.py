@@ -35,7 +35,6 @@ from airflow_provider_cfimages.hooks.connection import validate_account_id
 from airflow_provider_cfimages.hooks.images import CloudflareImagesHook
 from airflow_provider_cfimages.hooks.query import (
     DEFAULT_PER_PAGE,
-    MAX_PER_PAGE,
     ImageQuery,
     parse_instant,
 )
@@ -65,6 +64,12 @@ from airflow_provider_cfimages.reconcile.sql import (
     check_expected_sql,
     check_parameters,
 )
+from airflow_provider_cfimages.utils.asset_events import attach_to_outlets
+from airflow_provider_cfimages.utils.openlineage import (
+    account_dataset,
+    operator_lineage,
+    storage_dataset,
+)
 from airflow_provider_cfimages.utils.timestamps import parse_uploaded
 from airflow_provider_cfimages.utils.validation import (
     check_flag,
@@ -78,7 +83,7 @@ if TYPE_CHECKING:
 
     from airflow.sdk import Context
 
-DEFAULT_MAX_XCOM_IMAGES = 10_000
+DEFAULT_MAX_XCOM_IMAGES = 1000
 DEFAULT_MAX_CONCURRENCY = 16
 MAX_CONCURRENCY = 64
 # Images handed to the thread pool ahead of the one whose outcome is awaited, per thread:
@@ -96,6 +101,7 @@ _QUERY_PLACEHOLDERS: dict[str, Any] = {
     "uploaded_before": None,
     "creator": None,
     "max_images": None,
+    "meta_filters": None,
 }
 
 
@@ -118,35 +124,55 @@ class CloudflareImagesListOperator(BaseOperator):
     ``path``, ``format``, ``compression``, ``count``, ``pages``, ``bytes``,
     ``uncompressed_bytes``, ``sha256``, ``oldest_uploaded``, ``newest_uploaded``,
     ``account_id``, ``sort_order``, ``per_page``, ``creator``, ``uploaded_after``,
-    ``uploaded_before``, ``max_images``, ``fields``, ``requests`` and ``listed_at``.
+    ``uploaded_before``, ``max_images``, ``fields``, ``requests``, ``listed_at`` and
+    ``meta_filters``.
 
     The upload-time window is half-open, ``uploaded_after <= uploaded < uploaded_before``,
     so ``{{ data_interval_start }}`` .. ``{{ data_interval_end }}`` gives consecutive runs
-    that neither overlap nor leave gaps.
+    that neither overlap nor leave gaps. With ``settle``, the window is held back by that
+    much (both bounds, so consecutive runs still tile time): an image that shows up in
+    listings after its ``uploaded`` time (a direct creator upload completes later) is still
+    inside a window that has not been exported yet.
+
+    When the task has ``outlets``, each ``Asset`` event it emits carries the manifest (or,
+    without ``output_path``, ``count`` and ``account_id``) as its ``extra``. With the
+    OpenLineage provider installed, the task reports the account as its input and the
+    exported file (never its temporary object) as its output.
 
     :param cloudflare_images_conn_id: the ``cloudflare_images`` connection. (templated)
     :param account_id: the 32-hex account id, instead of the connection's. (templated)
-    :param per_page: images per request, 10..10000. (templated)
+    :param per_page: images per request, 10..10000; the API's pages hold at most 1000
+        whatever is asked, so the default 1000 means 1,000 requests per million images.
+        (templated)
     :param sort_order: ``desc`` (newest first) or ``asc``; the order of the output.
         (templated)
     :param uploaded_after: keep images uploaded at or after this instant. (templated)
     :param uploaded_before: keep images uploaded strictly before this instant. (templated)
-    :param creator: only images with this creator. (templated)
+    :param creator: only images with this creator; ``""`` for images without a creator.
+        (templated)
     :param max_images: stop after this many images. (templated)
+    :param meta_filters: only images whose metadata matches, filtered by the API: a mapping
+        of field path to a value (equality), a list (``in``, at most 10 values) or a mapping
+        of operators (``eq``, ``gt``, ``gte``, ``lt``, ``lte``, ``in``) to values; at most 5
+        filters, e.g. ``{"status": "ready", "size": {"gte": 100, "lt": 1300}}``. (templated)
     :param fields: keep only these keys of each image, in this order (a list, or
         comma-separated text); in CSV they are the columns. (templated)
     :param output_path: write the inventory here instead of returning it: an absolute
         local path or any URI ``airflow.sdk.ObjectStoragePath`` accepts, such as
-        ``s3://aws_default@bucket/cf/{{ ds }}.jsonl.gz``; a ``.gz`` suffix gzips it.
-        (templated)
-    :param output_format: ``jsonl``, ``csv`` or ``json``; by default inferred from
-        ``output_path``'s suffix, else ``jsonl``. (templated)
+        ``s3://aws_default@bucket/cf/{{ ds }}.jsonl.gz``; a ``.gz`` suffix gzips it; a
+        ``.parquet`` suffix writes Parquet with typed columns (needs the ``parquet`` extra;
+        see :mod:`airflow_provider_cfimages.inventory.parquet`). (templated)
+    :param output_format: ``jsonl``, ``csv``, ``json`` or ``parquet``; by default inferred
+        from ``output_path``'s suffix, else ``jsonl``. (templated)
     :param max_xcom_images: without ``output_path``, the most images returned to XCom.
     :param log_every_seconds: log progress at most this often (the first page always).
     :param max_requests_per_minute: a client-side request budget: requests are spaced evenly
         so that at most this many start per minute (Cloudflare allows 1200 requests per 5
         minutes per user, shared by every client of that user); overrides the connection
         extra of the same name. ``None`` (the default) uses the connection's, if any.
+    :param settle: hold the upload-time window back by this much (a ``timedelta`` or
+        seconds): ``uploaded_after - settle <= uploaded < uploaded_before - settle``. Needs
+        ``uploaded_after`` or ``uploaded_before``. The manifest records the window listed.
     """
 
     template_fields: Sequence[str] = (
@@ -158,11 +184,12 @@ class CloudflareImagesListOperator(BaseOperator):
         "uploaded_before",
         "creator",
         "max_images",
+        "meta_filters",
         "fields",
         "output_path",
         "output_format",
     )
-    template_fields_renderers = {"fields": "json"}
+    template_fields_renderers = {"fields": "json", "meta_filters": "json"}
     ui_color = "#f6821f"
 
     def __init__(
@@ -176,12 +203,14 @@ class CloudflareImagesListOperator(BaseOperator):
         uploaded_before: str | dt.datetime | None = None,
         creator: str | None = None,
         max_images: int | str | None = None,
+        meta_filters: Mapping[str, Any] | str | None = None,
         fields: Sequence[str] | str | None = None,
         output_path: str | None = None,
         output_format: str | None = None,
         max_xcom_images: int = DEFAULT_MAX_XCOM_IMAGES,
         log_every_seconds: float = DEFAULT_LOG_EVERY_SECONDS,
         max_requests_per_minute: float | None = None,
+        settle: dt.timedelta | float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -193,12 +222,15 @@ class CloudflareImagesListOperator(BaseOperator):
         self.uploaded_before = uploaded_before
         self.creator = creator
         self.max_images = max_images
+        self.meta_filters = meta_filters
         self.fields = fields
         self.output_path = output_path
         self.output_format = output_format
         self.max_xcom_images = check_whole("max_xcom_images", max_xcom_images, minimum=1)
         self.log_every_seconds = _check_seconds(log_every_seconds)
         self.max_requests_per_minute = _check_rate(max_requests_per_minute)
+        self.settle = check_settle(settle)
+        self._lineage: tuple[str, str | None] | None = None
         # Whatever is already known is checked now, so a broken DAG fails at parse time.
         self._plan(rendered=False)
 
@@ -217,11 +249,30 @@ class CloudflareImagesListOperator(BaseOperator):
             plan.target.check_filesystem()
         try:
             if plan.target is None:
-                return self._list_into_xcom(plan)
-            return self._export(plan, plan.target)
+                images = self._list_into_xcom(plan)
+                self._lineage = (self.hook.account_id, None)
+                summary = {"count": len(images), "account_id": self.hook.account_id}
+                attach_to_outlets(context, self.outlets, summary)
+                return images
+            manifest = self._export(plan, plan.target)
+            self._lineage = (manifest["account_id"], manifest["path"])
+            attach_to_outlets(context, self.outlets, manifest)
+            return manifest
         finally:
             if "hook" in self.__dict__:
                 self.hook.close()
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the account listed is the input, the exported file the output.
+
+        :param task_instance: the finished task instance (unused: the run is described by
+            what ``execute`` recorded).
+        """
+        if self._lineage is None:
+            return operator_lineage([], [])
+        account_id, path = self._lineage
+        outputs = [storage_dataset(path)] if path else []
+        return operator_lineage([account_dataset(account_id)], outputs)
 
     def on_kill(self) -> None:
         # Only a hook that exists can be listing; building one here would be pointless.
@@ -247,7 +298,8 @@ class CloudflareImagesListOperator(BaseOperator):
                     "XCom; stopped listing. Set output_path to export the "
                     "inventory to a file or object store (for example "
                     "output_path='s3://aws_default@bucket/cf/{{ ds }}.jsonl.gz'), or narrow "
-                    "the listing with max_images, uploaded_after/uploaded_before or creator."
+                    "the listing with max_images, uploaded_after/uploaded_before, creator or "
+                    "meta_filters."
                 )
         progress.summary(len(images), self.hook.transport.requests_sent, "XCom")
         return images
@@ -296,6 +348,10 @@ class CloudflareImagesListOperator(BaseOperator):
         }
         max_images = query_args.pop("max_images")
         query = ImageQuery.build(**query_args, limit=max_images, limit_name="max_images")
+        if self.settle is not None and (
+            rendered or (known(self.uploaded_after) and known(self.uploaded_before))
+        ):
+            query = settled(query, self.settle)
         fields = check_fields(self.fields) if known(self.fields) else None
         target = self._target() if known(self.output_path) and known(self.output_format) else None
         return _ListingPlan(query, fields, target)
@@ -376,6 +432,42 @@ def _check_conn_id(value: Any) -> None:
         )
 
 
+def check_settle(value: Any) -> dt.timedelta | None:
+    """Check ``settle``: ``None``, a ``timedelta`` or a number of seconds, not negative.
+
+    :param value: the argument.
+    """
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = dt.timedelta(seconds=value)
+    if not isinstance(value, dt.timedelta) or value < dt.timedelta(0):
+        raise CloudflareImagesConfigError(
+            "settle must be a timedelta or a number of seconds >= 0 (how long images may "
+            f"take to show up in listings after their upload time); got {value!r}."
+        )
+    return value
+
+
+def settled(query: ImageQuery, settle: dt.timedelta) -> ImageQuery:
+    """The query with its upload-time window held back by ``settle`` (both bounds).
+
+    :param query: a query with ``uploaded_after`` and/or ``uploaded_before``.
+    :param settle: how far back to move the window.
+    """
+    if not query.has_window:
+        raise CloudflareImagesConfigError(
+            "settle holds the upload-time window back, but there is no window: set "
+            "uploaded_after and/or uploaded_before (e.g. {{ data_interval_start }} and "
+            "{{ data_interval_end }})."
+        )
+    return dataclasses.replace(
+        query,
+        uploaded_after=None if query.uploaded_after is None else query.uploaded_after - settle,
+        uploaded_before=None if query.uploaded_before is None else query.uploaded_before - settle,
+    )
+
+
 def _check_rate(value: Any) -> float | None:
     if value is None:
         return None
@@ -396,7 +488,15 @@ def _check_seconds(value: Any) -> float:
 
 
 RECONCILE_KEYS = ("id", "filename")
-EXPORT_FORMATS = ("jsonl", "csv", "json")
+# Manifest entries that say an export holds part of the account only.
+_NARROWING_ARGUMENTS = (
+    "creator",
+    "uploaded_after",
+    "uploaded_before",
+    "max_images",
+    "meta_filters",
+)
+EXPORT_FORMATS = ("jsonl", "csv", "json", "parquet")
 # Cloudflare error codes that fail every request the same way, not just one image's.
 _ACCOUNT_WIDE_CODES = frozenset({10000, 9109, 9106, 6003, 6103, 6111, 5403, 7003})
 
@@ -427,6 +527,11 @@ class CloudflareImagesReconcileOperator(BaseOperator):
     ``drifted``, ``duplicate_expected`` and ``duplicate_actual``, and ``report_path`` /
     ``report_rows``. With ``report_path``, every difference is written there as a JSON
     line with a ``kind`` (written atomically: the path holds a complete report or nothing).
+
+    When the task has ``outlets``, each ``Asset`` event carries the summary as its
+    ``extra``. With the OpenLineage provider installed, the task reports the expected file
+    (when ``expected`` is one) and the inventory (the export read, or the account listed) as
+    its inputs and the report as its output.
 
     :param expected: the keys to expect: a list (of keys, of dicts holding the key under
         ``expected_field``, or of SQL rows whose first column is the key), an ``XComArg``,
@@ -461,8 +566,12 @@ class CloudflareImagesReconcileOperator(BaseOperator):
         image look unexpected.
     :param cloudflare_images_conn_id: the ``cloudflare_images`` connection. (templated)
     :param account_id: the 32-hex account id, instead of the connection's. (templated)
-    :param creator: when listing, only images with this creator. (templated)
-    :param per_page: when listing, images per request, 10..10000.
+    :param creator: when listing, only images with this creator; ``""`` for images
+        without one. (templated)
+    :param meta_filters: when listing, only images whose metadata matches, filtered by the
+        API (as on :class:`CloudflareImagesListOperator`); expected keys outside the filter
+        are reported missing. (templated)
+    :param per_page: when listing, images per request, 10..10000 (pages hold at most 1000).
     """
 
     template_fields: Sequence[str] = (
@@ -477,6 +586,7 @@ class CloudflareImagesReconcileOperator(BaseOperator):
         "cloudflare_images_conn_id",
         "account_id",
         "creator",
+        "meta_filters",
     )
     template_fields_renderers = {
         "expected": "json",
@@ -484,6 +594,7 @@ class CloudflareImagesReconcileOperator(BaseOperator):
         "parameters": "json",
         "expected_meta": "json",
         "actual_from": "json",
+        "meta_filters": "json",
     }
     template_ext: Sequence[str] = (".sql",)
     ui_color = "#f6821f"
@@ -506,7 +617,8 @@ class CloudflareImagesReconcileOperator(BaseOperator):
         cloudflare_images_conn_id: str = CloudflareImagesHook.default_conn_name,
         account_id: str | None = None,
         creator: str | None = None,
-        per_page: int = MAX_PER_PAGE,
+        meta_filters: Mapping[str, Any] | str | None = None,
+        per_page: int = DEFAULT_PER_PAGE,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -525,6 +637,7 @@ class CloudflareImagesReconcileOperator(BaseOperator):
         self.cloudflare_images_conn_id = cloudflare_images_conn_id
         self.account_id = account_id
         self.creator = creator
+        self.meta_filters = meta_filters
         self.per_page = per_page
         if key not in RECONCILE_KEYS:
             raise CloudflareImagesConfigError(
@@ -566,6 +679,8 @@ class CloudflareImagesReconcileOperator(BaseOperator):
             if "hook" in self.__dict__:
                 self.hook.close()
         self._log_summary(result, reconciler.disk_bytes)
+        self._lineage = self._lineage_datasets(result)
+        attach_to_outlets(context, self.outlets, result)
         if self.fail_on_drift and not summary.in_sync:
             # Pushed before failing, so callbacks and all_done tasks can still read it.
             if ti := context.get("ti"):
@@ -577,6 +692,35 @@ class CloudflareImagesReconcileOperator(BaseOperator):
         if "hook" in self.__dict__:
             self.log.info("Kill requested: stopping the listing at the next request.")
             self.hook.cancel()
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the expected file and the inventory in, the report out.
+
+        :param task_instance: the finished task instance (unused: the run is described by
+            what ``execute`` recorded).
+        """
+        inputs, outputs = getattr(self, "_lineage", None) or ((), ())
+        return operator_lineage(
+            [_lineage_dataset(item) for item in inputs],
+            [_lineage_dataset(item) for item in outputs],
+        )
+
+    def _lineage_datasets(
+        self, result: Mapping[str, Any]
+    ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        """What the run read and wrote, as ``("file", uri)`` / ``("account", id)`` pairs."""
+        inputs: list[tuple[str, str]] = []
+        if looks_like_path(self.expected):
+            inputs.append(("file", str(self.expected)))
+        source = self.actual_from
+        if isinstance(source, Mapping) and source.get("path"):
+            inputs.append(("file", str(source["path"])))
+        elif looks_like_path(source):
+            inputs.append(("file", str(source)))
+        elif "hook" in self.__dict__:  # listed live, or given the images of a listing
+            inputs.append(("account", self.hook.account_id))
+        outputs = [("file", result["report_path"])] if result.get("report_path") else []
+        return inputs, outputs
 
     # -- the two sides -------------------------------------------------------------------
 
@@ -676,7 +820,7 @@ class CloudflareImagesReconcileOperator(BaseOperator):
             )
         narrowed = {
             name: manifest.get(name)
-            for name in ("creator", "uploaded_after", "uploaded_before", "max_images")
+            for name in _NARROWING_ARGUMENTS
             if manifest.get(name) is not None
         }
         if narrowed:
@@ -713,10 +857,16 @@ class CloudflareImagesReconcileOperator(BaseOperator):
         if known(self.report_path):
             _report_target(self.report_path)
         creator = self.creator if known(self.creator) else None
+        meta_filters = self.meta_filters if known(self.meta_filters) else None
         # Newest first: an image uploaded while the listing runs lands behind the cursor and
         # is not listed, so it cannot look unexpected (and be deleted) before the system of
         # record catches up; at worst a reference to it looks missing, which deletes nothing.
-        return ImageQuery.build(per_page=self.per_page, sort_order="desc", creator=creator)
+        return ImageQuery.build(
+            per_page=self.per_page,
+            sort_order="desc",
+            creator=creator,
+            meta_filters=meta_filters,
+        )
 
     def _log_summary(self, result: dict[str, Any], disk_bytes: int) -> None:
         self.log.info(
@@ -753,6 +903,11 @@ class _NonEmpty:
             yield first
             # Delegating the rest costs nothing per record, unlike a loop here.
             yield from iterator
+
+
+def _lineage_dataset(item: tuple[str, str]) -> Any:
+    kind, value = item
+    return account_dataset(value) if kind == "account" else storage_dataset(value)
 
 
 def _summary_dict(
@@ -942,6 +1097,9 @@ class CloudflareImagesDeleteOperator(BaseOperator):
     :param use_batch_api: send the per-image calls through the Images batch API (falling
         back to the global API when no batch token can be issued).
     :param max_concurrency: per-image calls in flight at once, 1..64.
+
+    With the OpenLineage provider installed, the task reports the account (and the
+    reconcile report it read, if any) as its inputs.
     """
 
     template_fields: Sequence[str] = (
@@ -1137,6 +1295,21 @@ class CloudflareImagesDeleteOperator(BaseOperator):
             queued.cancel()
         if "hook" in self.__dict__:
             self.hook.cancel()
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the account deleted from (and the report read, if any) as inputs.
+
+        :param task_instance: the finished task instance (unused).
+        """
+        inputs = []
+        report = self.image_ids.get("report_path") if isinstance(self.image_ids, Mapping) else None
+        if report or looks_like_path(self.image_ids):
+            inputs.append(storage_dataset(str(report or self.image_ids)))
+        try:
+            inputs.append(account_dataset(self.hook.account_id))
+        except CloudflareImagesError:
+            self.log.debug("No account id for OpenLineage", exc_info=True)
+        return operator_lineage(inputs, [])
 
     # -- per image -----------------------------------------------------------------------
 

@@ -27,7 +27,8 @@ from airflow_provider_cfimages.exceptions import (
     CloudflareImagesRateLimitError,
     image_not_found,
 )
-from airflow_provider_cfimages.hooks.query import DEFAULT_PER_PAGE, ImageQuery
+from airflow_provider_cfimages.hooks.meta_filters import NO_FILTERS, MetaFilters
+from airflow_provider_cfimages.hooks.query import API_PAGE_CAP, DEFAULT_PER_PAGE, ImageQuery
 from airflow_provider_cfimages.utils.validation import check_whole, is_absent, list_from_text
 
 if TYPE_CHECKING:
@@ -55,10 +56,11 @@ class ImageConditions:
         must match.
     :param uploaded_after: matching images were uploaded at or after this instant.
     :param min_count: at least this many images match the listing filters
-        (``uploaded_after``, ``creator``, ``filename``).
-    :param creator: matching images have this creator.
+        (``uploaded_after``, ``creator``, ``filename``, ``meta_filters``).
+    :param creator: matching images have this creator (``""``: have none).
     :param per_page: images per list request.
     :param max_pages: list requests allowed per check; ``None`` for no cap.
+    :param meta_filters: matching images' metadata passes these filters (applied by the API).
     """
 
     image_ids: tuple[str, ...] = ()
@@ -68,6 +70,7 @@ class ImageConditions:
     creator: str | None = None
     per_page: int = DEFAULT_PER_PAGE
     max_pages: int | None = DEFAULT_MAX_PAGES
+    meta_filters: MetaFilters = NO_FILTERS
 
     @classmethod
     def build(
@@ -80,6 +83,7 @@ class ImageConditions:
         creator: Any = None,
         per_page: Any = DEFAULT_PER_PAGE,
         max_pages: Any = DEFAULT_MAX_PAGES,
+        meta_filters: Any = None,
     ) -> ImageConditions:
         """Check and normalise the conditions; raise ``CloudflareImagesConfigError`` if wrong.
 
@@ -92,12 +96,17 @@ class ImageConditions:
         :param creator: a creator id.
         :param per_page: images per list request, 10..10000.
         :param max_pages: a whole number >= 1, or ``None`` for no cap.
+        :param meta_filters: metadata filters (see
+            :mod:`~airflow_provider_cfimages.hooks.meta_filters`).
         """
         ids = parse_image_ids(image_ids)
         pattern = _filename_pattern(filename)
         try:
             query = ImageQuery.build(
-                per_page=per_page, uploaded_after=uploaded_after, creator=creator
+                per_page=per_page,
+                uploaded_after=uploaded_after,
+                creator=creator,
+                meta_filters=meta_filters,
             )
         except ValueError as err:
             raise CloudflareImagesConfigError(str(err)) from None
@@ -109,14 +118,17 @@ class ImageConditions:
             creator=query.creator,
             per_page=query.per_page,
             max_pages=None if max_pages is None else check_whole("max_pages", max_pages, minimum=1),
+            meta_filters=query.meta_filters,
         )
         conditions._check_combination(given_uploaded_after=uploaded_after)
         return conditions
 
     @property
     def lists_images(self) -> bool:
-        """Whether a listing condition is set (``filename`` and/or ``uploaded_after``)."""
-        return self.filename is not None or self.uploaded_after is not None
+        """Whether ``filename``, ``uploaded_after`` or ``meta_filters`` is set."""
+        return (
+            self.filename is not None or self.uploaded_after is not None or bool(self.meta_filters)
+        )
 
     def listing_query(self) -> ImageQuery:
         """The newest-first listing that the listing conditions search."""
@@ -125,6 +137,7 @@ class ImageConditions:
             sort_order="desc",
             uploaded_after=self.uploaded_after,
             creator=self.creator,
+            meta_filters=self.meta_filters,
         )
 
     def matches(self, image: dict[str, Any]) -> bool:
@@ -147,6 +160,8 @@ class ImageConditions:
                 what += f" by creator {self.creator!r}"
             if self.filename is not None:
                 what += f" with a filename matching {self.filename!r}"
+            if self.meta_filters:
+                what += f" where {self.meta_filters.describe()}"
             parts.append(what)
         return " and ".join(parts)
 
@@ -158,24 +173,27 @@ class ImageConditions:
                 else ""
             )
             raise CloudflareImagesConfigError(
-                "CloudflareImagesSensor needs at least one condition: image_ids, filename "
-                f"or uploaded_after{rendered}."
+                "CloudflareImagesSensor needs at least one condition: image_ids, filename, "
+                f"uploaded_after or meta_filters{rendered}."
             )
         if not self.lists_images and self.creator is not None:
             raise CloudflareImagesConfigError(
-                "creator narrows the search of filename / uploaded_after; give one of them "
-                "(creator does not apply to image_ids)."
+                "creator narrows the search of filename / uploaded_after / meta_filters; give "
+                "one of them (creator does not apply to image_ids)."
             )
         if not self.lists_images and self.min_count != 1:
             raise CloudflareImagesConfigError(
-                "min_count counts the images found by filename / uploaded_after; give one "
-                "of them (image_ids always waits for every listed id)."
+                "min_count counts the images found by filename / uploaded_after / "
+                "meta_filters; give one of them (image_ids always waits for every listed id)."
             )
-        reachable = None if self.max_pages is None else self.max_pages * self.per_page
+        # What a page really holds: the API caps pages at 1000 whatever per_page asks.
+        page_holds = min(self.per_page, API_PAGE_CAP)
+        reachable = None if self.max_pages is None else self.max_pages * page_holds
         if reachable is not None and self.min_count > reachable:
             raise CloudflareImagesConfigError(
                 f"min_count={self.min_count} can never be reached: one check reads at most "
-                f"max_pages * per_page = {reachable} images; raise max_pages or per_page."
+                f"max_pages={self.max_pages} pages of at most {page_holds} images (the API "
+                f"serves at most {API_PAGE_CAP} a page), {reachable} images; raise max_pages."
             )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -54,14 +54,17 @@ class CloudflareImagesSensor(BaseSensorOperator):
         (templated)
     :param filename: an ``fnmatch`` pattern (case-sensitive) that a matching image's filename
         matches, e.g. ``"batch-42-*.jpg"``. Without ``uploaded_after`` it searches the newest
-        ``max_pages * per_page`` images. (templated)
+        ``max_pages`` pages (at most 1000 images each). (templated)
     :param uploaded_after: matching images were uploaded at or after this instant, e.g.
         ``"{{ data_interval_start }}"``. (templated)
     :param min_count: at least this many images must match ``uploaded_after`` / ``creator`` /
         ``filename``.
     :param creator: matching images have this creator (narrows ``uploaded_after`` /
-        ``filename``). (templated)
-    :param per_page: images per list request, 10..10000.
+        ``filename`` / ``meta_filters``); ``""`` for images without a creator. (templated)
+    :param meta_filters: matching images' metadata passes these filters, applied by the API
+        (as on ``CloudflareImagesListOperator``), e.g. ``{"status": "ready"}``; a listing
+        condition by itself. (templated)
+    :param per_page: images per list request, 10..10000 (a page holds at most 1000).
     :param max_pages: list requests allowed per poke; ``None`` lifts the cap.
     :param max_images_in_xcom: the most images returned to XCom.
     :param deferrable: wait in the triggerer instead of a worker slot; defaults to
@@ -74,8 +77,9 @@ class CloudflareImagesSensor(BaseSensorOperator):
         "filename",
         "uploaded_after",
         "creator",
+        "meta_filters",
     )
-    template_fields_renderers = {"image_ids": "json"}
+    template_fields_renderers = {"image_ids": "json", "meta_filters": "json"}
     ui_color = "#f6821f"
 
     def __init__(
@@ -88,6 +92,7 @@ class CloudflareImagesSensor(BaseSensorOperator):
         uploaded_after: str | dt.datetime | None = None,
         min_count: int = 1,
         creator: str | None = None,
+        meta_filters: Mapping[str, Any] | str | None = None,
         per_page: int = DEFAULT_PER_PAGE,
         max_pages: int | None = DEFAULT_MAX_PAGES,
         max_images_in_xcom: int = DEFAULT_MAX_IMAGES,
@@ -102,6 +107,7 @@ class CloudflareImagesSensor(BaseSensorOperator):
         self.uploaded_after = uploaded_after
         self.min_count = check_whole("min_count", min_count, minimum=1)
         self.creator = creator
+        self.meta_filters = meta_filters
         self.per_page = ImageQuery.build(per_page=per_page).per_page
         self.max_pages = (
             None if max_pages is None else check_whole("max_pages", max_pages, minimum=1)
@@ -210,6 +216,7 @@ class CloudflareImagesSensor(BaseSensorOperator):
             max_pages=conditions.max_pages,
             max_images=self.max_images_in_xcom,
             poke_interval=self.poke_interval,
+            meta_filters=conditions.meta_filters.to_mapping() or None,
         )
 
     def _build_conditions(self) -> ImageConditions:
@@ -221,12 +228,15 @@ class CloudflareImagesSensor(BaseSensorOperator):
             creator=self.creator,
             per_page=self.per_page,
             max_pages=self.max_pages,
+            meta_filters=self.meta_filters,
         )
 
     def _check_conditions_early(self) -> None:
         """Check the conditions when the DAG is parsed, if no value waits for a template."""
         values = (self.image_ids, self.filename, self.uploaded_after, self.creator)
-        if not any(is_unrendered(value) for value in values):
+        if not any(is_unrendered(value) for value in values) and not is_unrendered(
+            self.meta_filters
+        ):
             self._build_conditions()
 
 

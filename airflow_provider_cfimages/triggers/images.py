@@ -43,6 +43,8 @@ class CloudflareImagesTrigger(BaseTrigger):
     :param creator: matching images have this creator.
     :param per_page: images per list request.
     :param max_pages: list requests allowed per check; ``None`` for no cap.
+    :param meta_filters: matching images' metadata passes these filters (field -> operator
+        -> value, as ``MetaFilters.to_mapping()`` gives them).
     :param max_images: the most images the success event carries.
     :param poke_interval: seconds between checks.
     """
@@ -61,6 +63,7 @@ class CloudflareImagesTrigger(BaseTrigger):
         max_pages: int | None = DEFAULT_MAX_PAGES,
         max_images: int = DEFAULT_MAX_IMAGES,
         poke_interval: float = 60.0,
+        meta_filters: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.cloudflare_images_conn_id = cloudflare_images_conn_id
@@ -74,6 +77,7 @@ class CloudflareImagesTrigger(BaseTrigger):
         self.max_pages = max_pages
         self.max_images = max_images
         self.poke_interval = float(poke_interval)
+        self.meta_filters = meta_filters or None
         # Checked here so a bad value fails the task when it defers, not later in the triggerer.
         self.conditions = ImageConditions.build(
             image_ids=self.image_ids,
@@ -83,6 +87,7 @@ class CloudflareImagesTrigger(BaseTrigger):
             creator=creator,
             per_page=per_page,
             max_pages=max_pages,
+            meta_filters=meta_filters,
         )
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -101,6 +106,7 @@ class CloudflareImagesTrigger(BaseTrigger):
                 "max_pages": self.max_pages,
                 "max_images": self.max_images,
                 "poke_interval": self.poke_interval,
+                "meta_filters": self.meta_filters,
             },
         )
 

@@ -53,6 +53,7 @@ def list_all(
 
 
 def test_25k_images_list_exactly_once_in_both_orders(emulator_25k: EmulatorServer) -> None:
+    emulator_25k.page_cap = 10_000  # pages as large as the API accepts
     expected = emulator_25k.backend.ids_sorted()
     assert len(expected) == len(set(expected)) == 25_000
     ascending, pages = list_all(emulator_25k, "asc", 10_000)

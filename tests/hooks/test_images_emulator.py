@@ -46,6 +46,7 @@ def test_lists_25k_images_exactly_once_newest_first(emu25k: EmulatorServer) -> N
 
 
 def test_lists_oldest_first_with_large_pages(emu25k: EmulatorServer) -> None:
+    emu25k.page_cap = 10_000  # pages as large as the API accepts
     hook = CloudflareImagesHook()
     pages = list(hook.iter_pages(per_page=10_000, sort_order="asc"))
     assert [p.received for p in pages] == [10_000, 10_000, 5_000]

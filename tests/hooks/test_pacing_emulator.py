@@ -21,6 +21,9 @@ CONN_ENV = "AIRFLOW_CONN_CLOUDFLARE_IMAGES_DEFAULT"
 
 
 def point_at(emu: EmulatorServer, monkeypatch: pytest.MonkeyPatch, **extra: Any) -> None:
+    # Pages as large as per_page asks (the API accepts up to 10000), so each test's request
+    # count, and so its pacing, follows from per_page alone.
+    emu.page_cap = 10_000
     connection = json.loads(emu.connection_json())
     connection["extra"].update(extra)
     monkeypatch.setenv(CONN_ENV, json.dumps(connection))

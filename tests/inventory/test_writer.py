@@ -118,7 +118,7 @@ def test_target_infers_format_and_gzip_from_the_suffix(
         ("s3://bucket", None, "output_path must name a file inside the bucket"),
         ("/data/images.jsonl.bz2", None, "only gzip compression is supported"),
         ("/data/images.jsonl.zst", None, "only gzip compression is supported"),
-        ("/data/images.jsonl", "parquet", "output_format must be one of"),
+        ("/data/images.jsonl", "avro", "output_format must be one of"),
         ("/data/images.jsonl", "csv", "output_format is 'csv' but output_path"),
         ("/data/images.csv.gz", "json", "output_format is 'json' but output_path"),
     ],

@@ -263,7 +263,7 @@ def test_xcom_guard_fails_before_listing_further_and_names_output_path(
 
 
 def test_max_images_stops_listing_early(emu: EmulatorServer) -> None:
-    images = run(per_page=1000, max_images=2500)
+    images = run(per_page=1000, max_images=2500, max_xcom_images=5000)
     assert len(images) == 2500
     assert list_requests(emu) == 3
     assert images == emu.backend.images_sorted()[::-1][:2500]
@@ -286,6 +286,7 @@ def test_max_images_stops_listing_early(emu: EmulatorServer) -> None:
 def test_full_export_matches_the_inventory_exactly(
     emu: EmulatorServer, tmp_path: Path, name: str, sort_order: str
 ) -> None:
+    emu.page_cap = 10_000  # pages as large as the API accepts
     path = tmp_path / "cf" / name
     manifest = run(output_path=str(path), per_page=10_000, sort_order=sort_order)
 

@@ -110,6 +110,7 @@ def prepare(emu: EmulatorServer, tmp_path: Path) -> tuple[list[dict[str, Any]], 
 def test_export_reconcile_delete_chained_in_one_dag(
     live: EmulatorServer, dag_runner: Any, tmp_path: Path
 ) -> None:
+    live.page_cap = 10_000  # the DAG asks for pages of 10000, as the API accepts
     orphans, _ = prepare(live, tmp_path)
     assert len(orphans) == 12
     cutoff = orphans[8]["uploaded"]  # orphans are oldest first: the last 4 are protected

@@ -153,7 +153,7 @@ def test_a_damaged_gzip_file_is_a_clear_error(tmp_path: Path, damage: str) -> No
         ("relative/keys.txt", "absolute local path"),
         ("", "absolute local path or a URI"),
         (42, "absolute local path or a URI"),
-        ("/data/keys.parquet", "cannot tell the file format"),
+        ("/data/keys.avro", "cannot tell the file format"),
         ("/data/keys.txt.bz2", "cannot tell the file format"),
     ],
 )

@@ -112,7 +112,8 @@ def test_reconcile_25k_reports_exact_counts_and_every_row(
     }
     assert list(report_path.parent.iterdir()) == [report_path]  # no temporary left behind
     list_requests = [r for r in served(live) if r.path.endswith("/images/v2")]
-    assert {r.query.get("per_page") for r in list_requests} == {"10000"}
+    # per_page defaults to 1000: what an API page holds.
+    assert {r.query.get("per_page") for r in list_requests} == {"1000"}
 
 
 def test_in_sync_inventory_gives_an_empty_report(live: EmulatorServer, tmp_path: Path) -> None:

@@ -190,8 +190,11 @@ def test_a_bad_connection_fails_naming_the_field_before_any_request(
 @pytest.mark.parametrize(
     ("output_format", "message"),
     [
-        ("xml", r"output_format must be one of \['jsonl', 'csv', 'json'\] .*; got 'xml'"),
-        ("parquet", "output_format must be one of"),
+        (
+            "xml",
+            r"output_format must be one of \['jsonl', 'csv', 'json', 'parquet'\] .*; got 'xml'",
+        ),
+        ("avro", "output_format must be one of"),
         ("", "output_format must be one of"),
     ],
 )

@@ -99,6 +99,13 @@ def test_build_normalises_every_field() -> None:
         ({"uploaded_after": "yesterday-ish"}, "uploaded_after must be a date-time"),
         ({"filename": "*.png", "per_page": 5}, "per_page must be"),
         ({"filename": "*", "min_count": 101, "per_page": 10, "max_pages": 10}, "never be reached"),
+        # A page holds at most 1000 images whatever per_page asks for.
+        (
+            {"filename": "*", "min_count": 10_001, "per_page": 10_000, "max_pages": 10},
+            "of at most 1000",
+        ),
+        ({"meta_filters": {"size": {"gt": "big"}}}, "meta_filters"),
+        ({"image_ids": ["a"], "creator": ""}, "creator narrows"),
     ],
 )
 def test_build_rejects_bad_conditions_naming_the_parameter(
@@ -107,6 +114,15 @@ def test_build_rejects_bad_conditions_naming_the_parameter(
     with pytest.raises(CloudflareImagesConfigError) as err:
         ImageConditions.build(**kwargs)
     assert fragment in str(err.value)
+
+
+def test_meta_filters_alone_are_a_listing_condition_sent_to_the_api() -> None:
+    conditions = ImageConditions.build(meta_filters={"status": "ready"}, min_count=1000)
+    assert conditions.lists_images
+    assert conditions.listing_query().api_params(None)["meta.status[eq:string]"] == "ready"
+    assert "where meta.status eq 'ready'" in conditions.describe()
+    # Ten pages of 1000 reach 10,000 images: a min_count within that is accepted.
+    ImageConditions.build(filename="*", min_count=10_000, per_page=10_000, max_pages=10)
 
 
 def test_filename_pattern_is_an_fnmatch_glob_and_case_sensitive() -> None:

@@ -94,6 +94,7 @@ def test_template_fields_cover_every_templated_argument() -> None:
         "filename",
         "uploaded_after",
         "creator",
+        "meta_filters",
     }
 
 
@@ -178,6 +179,29 @@ def test_creator_narrows_the_search(emulator: EmulatorServer, later: Later) -> N
     listings = requests_of(emulator, "/images/v2")
     assert listings
     assert all(r.query.get("creator") == "alice" for r in listings)
+
+
+def test_meta_filters_wait_for_images_the_api_matches(
+    emulator: EmulatorServer, later: Later
+) -> None:
+    emulator.backend.upload("draft.jpg", metadata={"status": "draft"})
+    later(0.2, emulator.backend.upload, "other.jpg", metadata={"status": "draft"})
+    later(0.6, emulator.backend.upload, "ready.jpg", metadata={"status": "ready"})
+
+    result = make_sensor(meta_filters={"status": "ready"}).execute(context={})
+
+    assert [image["filename"] for image in result] == ["ready.jpg"]
+    listings = requests_of(emulator, "/images/v2")
+    assert all(r.query.get("meta.status[eq:string]") == "ready" for r in listings)
+
+
+def test_meta_filters_defer_with_the_trigger(emulator: EmulatorServer) -> None:
+    sensor = make_sensor(meta_filters={"size": {"gte": 100}}, creator="", deferrable=True)
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute(context={})
+    kwargs = deferred.value.trigger.serialize()[1]
+    assert (kwargs["meta_filters"], kwargs["creator"]) == ({"size": {"gte": 100}}, "")
+    assert requests_of(emulator, "/images/v2")[0].query["creator"] == ""
 
 
 # -- requests per poke on a large inventory ----------------------------------------------
@@ -364,6 +388,7 @@ def test_deferrable_pokes_once_then_defers_to_the_trigger(emulator: EmulatorServ
         "max_pages": 10,
         "max_images": 5,
         "poke_interval": 7.0,
+        "meta_filters": None,
     }
 
 

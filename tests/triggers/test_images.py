@@ -62,6 +62,7 @@ FULL_KWARGS: dict[str, Any] = {
     "max_pages": None,
     "max_images": 20,
     "poke_interval": 30.0,
+    "meta_filters": {"status": {"eq": "ready"}, "size": {"gte": 100, "lt": 1300}},
 }
 
 
@@ -82,6 +83,11 @@ def test_rebuilds_from_what_it_serialized() -> None:
 
     assert rebuilt.serialize() == (classpath, kwargs)
     assert rebuilt.conditions.uploaded_after == dt.datetime(2024, 5, 1, tzinfo=dt.timezone.utc)
+    assert rebuilt.conditions.meta_filters.query_params() == {
+        "meta.status[eq:string]": "ready",
+        "meta.size[gte:number]": "100",
+        "meta.size[lt:number]": "1300",
+    }
 
 
 def test_defaults_serialize_too() -> None:

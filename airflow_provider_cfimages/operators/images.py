@@ -694,14 +694,14 @@ class CloudflareImagesReconcileOperator(BaseOperator):
             self.hook.cancel()
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
-        """OpenLineage: the expected file and the inventory in, the report out.
+        """OpenLineage: the expected file or table and the inventory in, the report out.
 
         :param task_instance: the finished task instance (unused: the run is described by
             what ``execute`` recorded).
         """
         inputs, outputs = getattr(self, "_lineage", None) or ((), ())
         return operator_lineage(
-            [_lineage_dataset(item) for item in inputs],
+            [*self.expected_lineage_inputs(), *(_lineage_dataset(item) for item in inputs)],
             [_lineage_dataset(item) for item in outputs],
         )
 

@@ -147,6 +147,11 @@ def test_openlineage_names_the_table_the_query_reads(pg: PostgresServer) -> None
     assert [(dataset.namespace, dataset.name) for dataset in inputs] == [
         (f"postgres://{pg.host}:{pg.port}", f"{DATABASE}.public.images")
     ]
+    # The operator's lineage event names the table among its inputs.
+    facets = operator.get_openlineage_facets_on_complete(None)
+    assert [(dataset.namespace, dataset.name) for dataset in facets.inputs] == [
+        (f"postgres://{pg.host}:{pg.port}", f"{DATABASE}.public.images")
+    ]
     assert (
         CloudflareImagesReconcileOperator(task_id="r", expected=["a"]).expected_lineage_inputs()
         == []

@@ -2,12 +2,15 @@
 
 Needs the ``cloudflare_images_default`` connection (an API token with *Images Read* and the
 ``account_id`` extra; see the README). The export goes to
-``<export base>/daily/<ds>.jsonl.gz``, where the export base is the Airflow Variable
+``<export base>/daily/<YYYY-MM-DD>.jsonl.gz``, where the export base is the Airflow Variable
 ``cfimages_export_base`` (a local directory or any ObjectStoragePath URI, e.g.
 ``s3://aws_default@my-bucket/cloudflare-images``), by default ``$AIRFLOW_HOME/cfimages``.
 
-The write is atomic and keyed by the logical date, so retries and re-runs replace the file
-rather than duplicate it. XCom holds only the manifest (path, count, sha256, ...), and the
+The file is keyed by the date of ``dag_run.run_after``, which every run has: for a
+scheduled run it is the day the run was due (the logical date), for a run triggered by hand
+(which in Airflow 3 has no logical date, so ``ds`` is undefined) the day it was triggered.
+The write is atomic, so retries, re-runs and a manual run on the same day replace the day's
+file rather than duplicate it. XCom holds only the manifest (path, count, sha256, ...), and the
 ``cloudflare_images_inventory`` asset is updated with the manifest as its event extra, so
 downstream DAGs (``cfimages_reconcile``) can be scheduled on it.
 """
@@ -42,7 +45,7 @@ with DAG(
         task_id="export_inventory",
         per_page=10_000,  # 100 requests per million images
         sort_order="asc",
-        output_path=EXPORT_BASE + "/daily/{{ ds }}.jsonl.gz",
+        output_path=EXPORT_BASE + "/daily/{{ dag_run.run_after | ds }}.jsonl.gz",
         retries=2,
     )
 

@@ -9,14 +9,28 @@ from __future__ import annotations
 
 try:
     from airflow.sdk import conf
-    from airflow.sdk.exceptions import AirflowException, AirflowSkipException
+    from airflow.sdk.exceptions import (
+        AirflowException,
+        AirflowFailException,
+        AirflowSkipException,
+    )
 except ImportError:  # pragma: no cover - Airflow < 3.2
     from airflow.configuration import conf  # type: ignore[no-redef]
-    from airflow.exceptions import AirflowException, AirflowSkipException  # type: ignore[no-redef]
+    from airflow.exceptions import (  # type: ignore[no-redef]
+        AirflowException,
+        AirflowFailException,
+        AirflowSkipException,
+    )
 
 try:
     from airflow.sdk.log import mask_secret
 except ImportError:  # pragma: no cover - Airflow < 3.2
     from airflow.utils.log.secrets_masker import mask_secret  # type: ignore[no-redef]
 
-__all__ = ["AirflowException", "AirflowSkipException", "conf", "mask_secret"]
+__all__ = [
+    "AirflowException",
+    "AirflowFailException",
+    "AirflowSkipException",
+    "conf",
+    "mask_secret",
+]

@@ -16,9 +16,11 @@ import enum
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import jinja2
 import pendulum
 
 from airflow_provider_cfimages.hooks.rfc3339 import parse_rfc3339
+from airflow_provider_cfimages.utils.templates import undefined_value_message
 
 SortOrder = Literal["asc", "desc"]
 SORT_ORDERS: tuple[SortOrder, ...] = ("asc", "desc")
@@ -27,6 +29,37 @@ MAX_PER_PAGE = 10_000
 DEFAULT_PER_PAGE = 1000
 # What an unset Jinja value renders to; treated as "not given".
 _ABSENT_STRINGS = {"", "None", "none", "null"}
+
+
+class EmptyWindowError(ValueError):
+    """``uploaded_after`` and ``uploaded_before`` are the same instant: nothing can match.
+
+    Nearly always a zero-length data interval: in Airflow 3 a cron schedule means
+    ``CronTriggerTimetable``, whose runs have ``data_interval_start == data_interval_end``.
+
+    :param instant: the instant both bounds rendered to.
+    :param timetable: the DAG's timetable in words, when the caller knows it.
+    """
+
+    def __init__(self, instant: dt.datetime, timetable: str | None = None) -> None:
+        self.instant = instant
+        self.timetable = timetable
+        schedule = f"this DAG's timetable, {timetable}," if timetable else "the DAG's timetable"
+        super().__init__(
+            f"uploaded_after ({instant.isoformat()}) must be earlier than uploaded_before "
+            f"({instant.isoformat()}): at the same instant, the window uploaded_after <= "
+            "uploaded < uploaded_before is empty. If they "
+            "come from {{ data_interval_start }} and {{ data_interval_end }}, "
+            f"{schedule} gives data intervals of zero length: in Airflow 3 a cron schedule "
+            '(schedule="@hourly") means CronTriggerTimetable, which does (unless [scheduler] '
+            "create_cron_data_intervals is set). For one window per "
+            "schedule interval, schedule the DAG with CronDataIntervalTimetable (e.g. "
+            'CronDataIntervalTimetable("0 * * * *", timezone="UTC"), from airflow.sdk; '
+            "airflow.timetables.interval on Airflow 3.1) or DeltaDataIntervalTimetable."
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.instant, self.timetable))
 
 
 class Verdict(enum.Enum):
@@ -77,7 +110,9 @@ class ImageQuery:
         """
         after = parse_instant(uploaded_after, name="uploaded_after")
         before = parse_instant(uploaded_before, name="uploaded_before")
-        if after is not None and before is not None and after >= before:
+        if after is not None and after == before:
+            raise EmptyWindowError(after)
+        if after is not None and before is not None and after > before:
             raise ValueError(
                 f"uploaded_after ({after.isoformat()}) must be earlier than "
                 f"uploaded_before ({before.isoformat()}): the window is "
@@ -131,7 +166,11 @@ def parse_instant(value: Any, *, name: str) -> dt.datetime | None:
     """Parse an instant given as a datetime, a date, or text pendulum understands.
 
     Naive values are taken as UTC, as Airflow does. Returns an aware datetime or ``None``.
+    A Jinja ``Undefined`` (what native rendering, ``render_template_as_native_obj``, makes
+    of a value the run does not have) is an error naming the argument.
     """
+    if isinstance(value, jinja2.Undefined):
+        raise ValueError(undefined_value_message(name, value))
     if value is None or (isinstance(value, str) and value.strip() in _ABSENT_STRINGS):
         return None
     if isinstance(value, dt.datetime):

@@ -32,6 +32,7 @@ from airflow_provider_cfimages.hooks.images import CloudflareImagesHook, image_n
 from airflow_provider_cfimages.hooks.query import (
     DEFAULT_PER_PAGE,
     MAX_PER_PAGE,
+    EmptyWindowError,
     ImageQuery,
     parse_instant,
     parse_uploaded,
@@ -57,6 +58,7 @@ from airflow_provider_cfimages.reconcile.engine import (
     actual_records,
     expected_records,
 )
+from airflow_provider_cfimages.utils.templates import ExplainsUndefinedTemplates
 from airflow_provider_cfimages.utils.validation import (
     check_flag,
     check_positive,
@@ -90,7 +92,7 @@ class _ListingPlan(NamedTuple):
     target: InventoryTarget | None
 
 
-class CloudflareImagesListOperator(BaseOperator):
+class CloudflareImagesListOperator(ExplainsUndefinedTemplates, BaseOperator):
     """List a Cloudflare Images account's images: into XCom, or exported to a file.
 
     Without ``output_path`` the images (after ``fields``) are returned to XCom; past
@@ -105,7 +107,11 @@ class CloudflareImagesListOperator(BaseOperator):
 
     The upload-time window is half-open, ``uploaded_after <= uploaded < uploaded_before``,
     so ``{{ data_interval_start }}`` .. ``{{ data_interval_end }}`` gives consecutive runs
-    that neither overlap nor leave gaps.
+    that neither overlap nor leave gaps, on a data-interval timetable
+    (``CronDataIntervalTimetable``): a cron string schedule has zero-length intervals in
+    Airflow 3, and equal bounds are rejected with an error that says so. A run triggered
+    by hand has no data interval: a bound templated from a value the run does not have
+    fails the task (without retries) naming the argument.
 
     :param cloudflare_images_conn_id: the ``cloudflare_images`` connection. (templated)
     :param account_id: the 32-hex account id, instead of the connection's. (templated)
@@ -146,6 +152,7 @@ class CloudflareImagesListOperator(BaseOperator):
         "output_format",
     )
     template_fields_renderers = {"fields": "json"}
+    bound_fields = ("uploaded_after", "uploaded_before")
     ui_color = "#f6821f"
 
     def __init__(
@@ -195,7 +202,12 @@ class CloudflareImagesListOperator(BaseOperator):
         )
 
     def execute(self, context: Context) -> list[dict[str, Any]] | dict[str, Any]:
-        plan = self._plan(rendered=True)
+        try:
+            plan = self._plan(rendered=True)
+        except EmptyWindowError as err:
+            raise CloudflareImagesConfigError(
+                str(EmptyWindowError(err.instant, timetable=_timetable_of(self)))
+            ) from None
         if plan.target is not None:
             plan.target.check_filesystem()
         try:
@@ -350,6 +362,16 @@ class ListingProgress:
             destination,
             written,
         )
+
+
+def _timetable_of(task: BaseOperator) -> str | None:
+    """The task's DAG's timetable in words (``CronTriggerTimetable('0 * * * *')``)."""
+    timetable = getattr(task.dag, "timetable", None) if task.has_dag() else None
+    if timetable is None:
+        return None
+    expression = getattr(timetable, "expression", None) or getattr(timetable, "_expression", None)
+    name = type(timetable).__name__
+    return f"{name}({expression!r})" if isinstance(expression, str) else name
 
 
 def _check_conn_id(value: Any) -> None:

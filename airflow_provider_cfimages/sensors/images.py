@@ -21,6 +21,7 @@ from airflow_provider_cfimages.sensors.conditions import (
     whole_number,
 )
 from airflow_provider_cfimages.triggers.images import CloudflareImagesTrigger
+from airflow_provider_cfimages.utils.templates import ExplainsUndefinedTemplates
 from airflow_provider_cfimages.version_compat import AirflowSkipException, conf
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 _ABSENT_STRINGS = {"", "None", "none", "null"}
 
 
-class CloudflareImagesSensor(BaseSensorOperator):
+class CloudflareImagesSensor(ExplainsUndefinedTemplates, BaseSensorOperator):
     """Wait until images exist in Cloudflare Images; every condition given must hold.
 
     Conditions: every id in ``image_ids`` exists (a direct creator upload still waiting for
@@ -57,7 +58,9 @@ class CloudflareImagesSensor(BaseSensorOperator):
         matches, e.g. ``"batch-42-*.jpg"``. Without ``uploaded_after`` it searches the newest
         ``max_pages * per_page`` images. (templated)
     :param uploaded_after: matching images were uploaded at or after this instant, e.g.
-        ``"{{ data_interval_start }}"``. (templated)
+        ``"{{ dag_run.run_after }}"`` (every run has it; ``data_interval_start`` is undefined
+        in a run triggered by hand, and such a template fails the task naming this
+        argument). (templated)
     :param min_count: at least this many images must match ``uploaded_after`` / ``creator`` /
         ``filename``.
     :param creator: matching images have this creator (narrows ``uploaded_after`` /
@@ -77,6 +80,7 @@ class CloudflareImagesSensor(BaseSensorOperator):
         "creator",
     )
     template_fields_renderers = {"image_ids": "json"}
+    bound_fields = ("uploaded_after",)
     ui_color = "#f6821f"
 
     def __init__(

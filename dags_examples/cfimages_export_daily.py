@@ -6,10 +6,10 @@ Needs the ``cloudflare_images_default`` connection (an API token with *Images Re
 ``cfimages_export_base`` (a local directory or any ObjectStoragePath URI, e.g.
 ``s3://aws_default@my-bucket/cloudflare-images``), by default ``$AIRFLOW_HOME/cfimages``.
 
-The file is keyed by the date of ``dag_run.run_after``, which every run has: for a
-scheduled run it is the day the run was due (the logical date), for a run triggered by hand
-(which in Airflow 3 has no logical date, so ``ds`` is undefined) the day it was triggered.
-The write is atomic, so retries, re-runs and a manual run on the same day replace the day's
+The file is keyed by the run's logical date, or for a run without one (in Airflow 3 a run
+triggered by hand has none, so ``ds`` is undefined) by the day of ``dag_run.run_after``,
+when it was triggered: ``{{ (dag_run.logical_date or dag_run.run_after) | ds }}``. The
+write is atomic, so retries, re-runs and a manual run on the same day replace the day's
 file rather than duplicate it. XCom holds only the manifest (path, count, sha256, ...), and the
 ``cloudflare_images_inventory`` asset is updated with the manifest as its event extra, so
 downstream DAGs (``cfimages_reconcile``) can be scheduled on it.
@@ -45,7 +45,8 @@ with DAG(
         task_id="export_inventory",
         per_page=10_000,  # 100 requests per million images
         sort_order="asc",
-        output_path=EXPORT_BASE + "/daily/{{ dag_run.run_after | ds }}.jsonl.gz",
+        output_path=EXPORT_BASE
+        + "/daily/{{ (dag_run.logical_date or dag_run.run_after) | ds }}.jsonl.gz",
         retries=2,
     )
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from airflow_provider_cfimages.version_compat import AirflowException
+from airflow_provider_cfimages.version_compat import AirflowException, AirflowFailException
 
 # Cloudflare's rate-limit code: it means "rate limited" whatever the HTTP status beside it.
 RATE_LIMIT_CODE = 971
@@ -50,6 +50,11 @@ class CloudflareImagesError(AirflowException):
 
 class CloudflareImagesConfigError(CloudflareImagesError, ValueError):
     """The connection or a task argument cannot work; raised before any request is sent."""
+
+
+class CloudflareImagesUndefinedValueError(CloudflareImagesConfigError, AirflowFailException):
+    """A templated argument uses a value this run does not have (such as ``ds`` in a run
+    triggered by hand); the task fails without retries, which would render the same."""
 
 
 class CloudflareImagesAPIError(CloudflareImagesError):

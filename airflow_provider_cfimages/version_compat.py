@@ -11,10 +11,18 @@ import contextlib
 
 try:
     from airflow.sdk import conf
-    from airflow.sdk.exceptions import AirflowException, AirflowSkipException
+    from airflow.sdk.exceptions import (
+        AirflowException,
+        AirflowFailException,
+        AirflowSkipException,
+    )
 except ImportError:  # pragma: no cover - Airflow < 3.2
     from airflow.configuration import conf  # type: ignore[no-redef]
-    from airflow.exceptions import AirflowException, AirflowSkipException  # type: ignore[no-redef]
+    from airflow.exceptions import (  # type: ignore[no-redef]
+        AirflowException,
+        AirflowFailException,
+        AirflowSkipException,
+    )
 
 try:
     from airflow.sdk.log import mask_secret
@@ -37,6 +45,7 @@ CONNECTION_NOT_FOUND_ERRORS: tuple[type[Exception], ...] = tuple(dict.fromkeys(_
 __all__ = [
     "CONNECTION_NOT_FOUND_ERRORS",
     "AirflowException",
+    "AirflowFailException",
     "AirflowSkipException",
     "conf",
     "mask_secret",

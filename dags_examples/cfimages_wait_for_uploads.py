@@ -1,11 +1,14 @@
 """Wait for new uploads, deferrably, then process them.
 
 Needs the ``cloudflare_images_default`` connection (see the README). The sensor waits, in
-the triggerer rather than a worker slot, until an image was uploaded
-since the start of the data interval (optionally only files matching ``filename`` or from
-one ``creator``); each check costs about one request however large the account is. The
-matching images (id, filename, uploaded) reach the downstream task through XCom. With
-``soft_fail``, a day without uploads skips the downstream task instead of failing.
+the triggerer rather than a worker slot, until an image was uploaded since the run was due:
+``dag_run.run_after``, which every run has. For a scheduled run that is the run's time
+(midnight UTC, the first uploads of the day); for a run triggered by hand (which in Airflow 3
+has no logical date, so ``data_interval_start`` is undefined) the moment it was triggered.
+Optionally only files matching ``filename`` count (or images from one ``creator``); each
+check costs about one request however large the account is. The matching images (id,
+filename, uploaded) reach the downstream task through XCom. With ``soft_fail``, a day
+without uploads skips the downstream task instead of failing.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ with DAG(
 ) as dag:
     wait = CloudflareImagesSensor(
         task_id="wait_for_uploads",
-        uploaded_after="{{ data_interval_start }}",
+        uploaded_after="{{ dag_run.run_after }}",
         filename="{{ params.filename }}",
         min_count=1,
         deferrable=True,

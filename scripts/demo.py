@@ -4,29 +4,36 @@
 2. points ``cloudflare_images_default`` at it (an environment variable, as in production);
 3. plays the system of record: the ids a site references, with some orphans left out
    and some references to images that do not exist;
-4. runs ``cfimages_export_daily`` and ``cfimages_reconcile`` with ``airflow dags test`` on a
-   SQLite metadata DB under ``.demo/airflow_home``;
-5. prints where the export went and the reconcile summary, then stops the emulator.
+4. starts Airflow as it runs for real (scheduler with the LocalExecutor, DAG processor,
+   triggerer, api-server) on a SQLite metadata DB under ``.demo/airflow_home``;
+5. unpauses ``cfimages_reconcile``, then ``cfimages_export_daily``: the scheduler runs the
+   day's export, and the export's asset event starts the reconcile;
+6. prints where the export went and the reconcile's findings, then stops Airflow and the
+   emulator.
 
-Task logs go to ``.demo/logs``.
+Logs: ``.demo/airflow_home/<component>.log`` and the task logs under
+``.demo/airflow_home/logs``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the AirflowDeployment helper lives with the tests
+
+from airflow_provider_cfimages.emulator import EmulatorServer  # noqa: E402
+from tests.dags.deployment import AirflowDeployment, DeploymentError  # noqa: E402
+
 DEMO = ROOT / ".demo"
 ORPHANS = 120  # images Cloudflare holds that nothing references (still billed)
 BROKEN = 30  # references to images Cloudflare does not hold (broken on the site)
+EXPORT, RECONCILE = "cfimages_export_daily", "cfimages_reconcile"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,77 +43,73 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     shutil.rmtree(DEMO, ignore_errors=True)
-    (DEMO / "logs").mkdir(parents=True)
-    env = airflow_env()
+    DEMO.mkdir()
     step(f"Starting the Cloudflare Images emulator with {args.images:,} images")
-    emulator, connection = start_emulator(args.images)
-    try:
-        env["AIRFLOW_CONN_CLOUDFLARE_IMAGES_DEFAULT"] = connection
-        os.environ.update(env)
-        expected = write_system_of_record(DEMO / "system_of_record_ids.txt")
-        env["AIRFLOW_VAR_CFIMAGES_EXPECTED_URI"] = str(expected)
-        step("Creating the Airflow metadata DB (SQLite) in .demo/airflow_home")
-        airflow(env, "db", "migrate", log="db-migrate.log")
-        step("airflow dags test cfimages_export_daily")
-        airflow(env, "dags", "test", "cfimages_export_daily", "2025-01-01", log="export.log")
-        manifest = xcom("cfimages_export_daily", "export_inventory")
-        print_manifest(manifest)
-        step("airflow dags test cfimages_reconcile (fails on drift by design)")
-        conf = json.dumps({"export_path": manifest["path"]})
-        code = airflow(
-            env, "dags", "test", "cfimages_reconcile", "-c", conf, log="reconcile.log", check=False
-        )
-        print_reconcile(xcom("cfimages_reconcile", "reconcile"), code)
-        print_delete(xcom("cfimages_reconcile", "delete_orphans"))
-    finally:
-        emulator.terminate()
-        emulator.wait(timeout=30)
-        step("Emulator stopped")
-    return 0
+    with EmulatorServer(images=args.images, seed=42) as emu:
+        print(f"  base_url: {emu.base_url}")
+        expected = write_system_of_record(emu, DEMO / "system_of_record_ids.txt")
+        env = {
+            "AIRFLOW_CONN_CLOUDFLARE_IMAGES_DEFAULT": emu.connection_json(),
+            "AIRFLOW_VAR_CFIMAGES_EXPORT_BASE": str(DEMO / "exports"),
+            "AIRFLOW_VAR_CFIMAGES_EXPECTED_URI": str(expected),
+        }
+        airflow = AirflowDeployment(DEMO / "airflow_home", ROOT / "dags_examples", env)
+        try:
+            run_demo(airflow)
+            code = 0
+        except DeploymentError as err:
+            print(f"\n{err}\nSee the logs in .demo/airflow_home.", file=sys.stderr)
+            code = 1
+        finally:
+            airflow.stop()
+    step("Airflow and the emulator stopped")
+    return code
 
 
-def airflow_env() -> dict[str, str]:
-    home = DEMO / "airflow_home"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-    env.update(
-        AIRFLOW_HOME=str(home),
-        AIRFLOW__CORE__DAGS_FOLDER=str(ROOT / "dags_examples"),
-        AIRFLOW__CORE__LOAD_EXAMPLES="False",
-        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home / 'airflow.db'}",
-        AIRFLOW_VAR_CFIMAGES_EXPORT_BASE=str(DEMO / "exports"),
+def run_demo(airflow: AirflowDeployment) -> None:
+    step(
+        "Starting Airflow: scheduler (LocalExecutor), DAG processor, triggerer and "
+        f"api-server on 127.0.0.1:{airflow.port}, SQLite in .demo/airflow_home"
     )
-    return env
+    timed(airflow.start)
+    step(f"airflow dags unpause {RECONCILE}  (scheduled on the export's asset)")
+    airflow.cli("dags", "unpause", RECONCILE)
+    step(f"airflow dags unpause {EXPORT}  (the scheduler starts today's run)")
+    airflow.cli("dags", "unpause", EXPORT)
+    export = timed(lambda: finished_run(airflow, EXPORT, "scheduled"))
+    print(f"  run {export['run_id']}: {export['state']}")
+    print_manifest(airflow.xcom(EXPORT, export["run_id"], "export_inventory"))
+
+    step(f"{RECONCILE}, started by the export's asset event (fails on drift by design)")
+    reconcile = timed(lambda: finished_run(airflow, RECONCILE, "asset_triggered"))
+    run_id = reconcile["run_id"]
+    print(f"  run {run_id}: {reconcile['state']}")
+    states = airflow.task_states(RECONCILE, run_id)
+    print("  tasks: " + ", ".join(f"{task} {state}" for task, state in sorted(states.items())))
+    print_reconcile(airflow.xcom(RECONCILE, run_id, "reconcile"), reconcile["state"])
+    print_delete(airflow.xcom(RECONCILE, run_id, "delete_orphans") or {})
 
 
-def start_emulator(images: int) -> tuple[subprocess.Popen[str], str]:
-    """Start the emulator on a free loopback port; return it and its connection JSON."""
-    command = [sys.executable, "-m", "airflow_provider_cfimages.emulator"]
-    process = subprocess.Popen(
-        [*command, "--images", str(images), "--seed", "42", "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+def finished_run(airflow: AirflowDeployment, dag_id: str, run_type: str) -> dict[str, Any]:
+    """Wait for the DAG's first run of ``run_type`` to finish; return its row."""
+    run = airflow.wait_for(
+        lambda: next((r for r in airflow.runs(dag_id) if r["run_type"] == run_type), None),
+        300,
+        f"a {run_type} run of {dag_id}",
     )
-    assert process.stdout is not None
-    deadline = time.monotonic() + 120
-    for line in process.stdout:
-        if line.startswith("base_url:"):
-            print(f"  {line.strip()}")
-        if line.startswith("export AIRFLOW_CONN_CLOUDFLARE_IMAGES_DEFAULT="):
-            connection = line.split("=", 1)[1].strip().strip("'")
-            return process, connection
-        if time.monotonic() > deadline:
-            break
-    process.kill()
-    raise SystemExit("the emulator did not start; run it by hand to see why")
+    return airflow.wait_for_run(dag_id, run["run_id"], timeout=600)
 
 
-def write_system_of_record(path: Path) -> Path:
+def timed(action: Any) -> Any:
+    started = time.monotonic()
+    result = action()
+    print(f"  done in {time.monotonic() - started:.1f} s")
+    return result
+
+
+def write_system_of_record(emu: EmulatorServer, path: Path) -> Path:
     """Write the ids "the site" references: most images, minus orphans, plus broken ones."""
-    from airflow_provider_cfimages.hooks.images import CloudflareImagesHook
-
-    hook = CloudflareImagesHook()
-    ids = [image["id"] for image in hook.iter_images(per_page=10_000, sort_order="asc")]
+    ids = emu.backend.ids_sorted()  # oldest first
     # The oldest images are the orphans: old enough that the delete guard would allow them.
     referenced = ids[ORPHANS:] + [f"deleted-upstream-{n:03d}" for n in range(BROKEN)]
     path.write_text("".join(f"{image_id}\n" for image_id in referenced))
@@ -115,36 +118,6 @@ def write_system_of_record(path: Path) -> Path:
         f"({ORPHANS} orphans left out, {BROKEN} broken references added)"
     )
     return path
-
-
-def airflow(env: dict[str, str], *args: str, log: str, check: bool = True) -> int:
-    """Run an ``airflow`` CLI command, its output going to ``.demo/logs/<log>``."""
-    started = time.monotonic()
-    with (DEMO / "logs" / log).open("w") as handle:
-        code = subprocess.call(
-            [sys.executable, "-m", "airflow", *args], env=env, stdout=handle, stderr=handle
-        )
-    print(f"  done in {time.monotonic() - started:.1f} s (exit {code}; log: .demo/logs/{log})")
-    if check and code != 0:
-        raise SystemExit(f"`airflow {' '.join(args)}` failed; see .demo/logs/{log}")
-    return code
-
-
-def xcom(dag_id: str, task_id: str) -> Any:
-    """The return value a task pushed in the latest run of a DAG."""
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        row = (
-            session.query(XComModel)
-            .filter_by(dag_id=dag_id, task_id=task_id, key="return_value")
-            .order_by(XComModel.timestamp.desc())
-            .first()
-        )
-        if row is None:
-            raise SystemExit(f"{dag_id}.{task_id} pushed no result; see .demo/logs")
-        return row.value
 
 
 def step(text: str) -> None:
@@ -159,7 +132,7 @@ def print_manifest(manifest: dict[str, Any]) -> None:
     print(f"  uploaded: {manifest['oldest_uploaded']} .. {manifest['newest_uploaded']}")
 
 
-def print_reconcile(summary: dict[str, Any], exit_code: int) -> None:
+def print_reconcile(summary: dict[str, Any], state: str) -> None:
     print(
         f"  expected {summary['expected']:,}, actual {summary['actual']:,}, "
         f"matched {summary['matched']:,}"
@@ -173,7 +146,7 @@ def print_reconcile(summary: dict[str, Any], exit_code: int) -> None:
         f"e.g. {summary['missing'][:3]}"
     )
     print(f"  report:   {summary['report_path']}")
-    verdict = "failed, as fail_on_drift asks" if exit_code else "succeeded"
+    verdict = "failed, as fail_on_drift asks" if state == "failed" else state
     print(f"  the reconcile DAG run {verdict}")
 
 

@@ -16,11 +16,14 @@ import enum
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import jinja2
+
 from airflow_provider_cfimages.hooks.meta_filters import (
     NO_FILTERS,
     MetaFilters,
     parse_meta_filters,
 )
+from airflow_provider_cfimages.utils.templates import undefined_value_message
 from airflow_provider_cfimages.utils.validation import is_absent
 
 SortOrder = Literal["asc", "desc"]
@@ -31,6 +34,37 @@ DEFAULT_PER_PAGE = 1000
 #: What one page really holds at most: the API accepts per_page up to 10000 but its docs
 #: say "up to 1000 results per page".
 API_PAGE_CAP = 1000
+
+
+class EmptyWindowError(ValueError):
+    """``uploaded_after`` and ``uploaded_before`` are the same instant: nothing can match.
+
+    Nearly always a zero-length data interval: in Airflow 3 a cron schedule means
+    ``CronTriggerTimetable``, whose runs have ``data_interval_start == data_interval_end``.
+
+    :param instant: the instant both bounds rendered to.
+    :param timetable: the DAG's timetable in words, when the caller knows it.
+    """
+
+    def __init__(self, instant: dt.datetime, timetable: str | None = None) -> None:
+        self.instant = instant
+        self.timetable = timetable
+        schedule = f"this DAG's timetable, {timetable}," if timetable else "the DAG's timetable"
+        super().__init__(
+            f"uploaded_after ({instant.isoformat()}) must be earlier than uploaded_before "
+            f"({instant.isoformat()}): at the same instant, the window uploaded_after <= "
+            "uploaded < uploaded_before is empty. If they "
+            "come from {{ data_interval_start }} and {{ data_interval_end }}, "
+            f"{schedule} gives data intervals of zero length: in Airflow 3 a cron schedule "
+            '(schedule="@hourly") means CronTriggerTimetable, which does (unless [scheduler] '
+            "create_cron_data_intervals is set). For one window per "
+            "schedule interval, schedule the DAG with CronDataIntervalTimetable (e.g. "
+            'CronDataIntervalTimetable("0 * * * *", timezone="UTC"), from airflow.sdk; '
+            "airflow.timetables.interval on Airflow 3.1) or DeltaDataIntervalTimetable."
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.instant, self.timetable))
 
 
 class Verdict(enum.Enum):
@@ -87,7 +121,9 @@ class ImageQuery:
         filters = parse_meta_filters(meta_filters)
         after = parse_instant(uploaded_after, name="uploaded_after")
         before = parse_instant(uploaded_before, name="uploaded_before")
-        if after is not None and before is not None and after >= before:
+        if after is not None and after == before:
+            raise EmptyWindowError(after)
+        if after is not None and before is not None and after > before:
             raise ValueError(
                 f"uploaded_after ({after.isoformat()}) must be earlier than "
                 f"uploaded_before ({before.isoformat()}): the window is "
@@ -143,7 +179,11 @@ def parse_instant(value: Any, *, name: str) -> dt.datetime | None:
     """Parse an instant given as a datetime, a date, or text pendulum understands.
 
     Naive values are taken as UTC, as Airflow does. Returns an aware datetime or ``None``.
+    A Jinja ``Undefined`` (what native rendering, ``render_template_as_native_obj``, makes
+    of a value the run does not have) is an error naming the argument.
     """
+    if isinstance(value, jinja2.Undefined):
+        raise ValueError(undefined_value_message(name, value))
     if is_absent(value):
         return None
     if isinstance(value, dt.datetime):

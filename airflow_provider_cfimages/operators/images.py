@@ -35,6 +35,7 @@ from airflow_provider_cfimages.hooks.connection import validate_account_id
 from airflow_provider_cfimages.hooks.images import CloudflareImagesHook
 from airflow_provider_cfimages.hooks.query import (
     DEFAULT_PER_PAGE,
+    EmptyWindowError,
     ImageQuery,
     parse_instant,
 )
@@ -70,6 +71,7 @@ from airflow_provider_cfimages.utils.openlineage import (
     operator_lineage,
     storage_dataset,
 )
+from airflow_provider_cfimages.utils.templates import ExplainsUndefinedTemplates
 from airflow_provider_cfimages.utils.timestamps import parse_uploaded
 from airflow_provider_cfimages.utils.validation import (
     check_flag,
@@ -113,7 +115,7 @@ class _ListingPlan(NamedTuple):
     target: InventoryTarget | None
 
 
-class CloudflareImagesListOperator(BaseOperator):
+class CloudflareImagesListOperator(ExplainsUndefinedTemplates, BaseOperator):
     """List a Cloudflare Images account's images: into XCom, or exported to a file.
 
     Without ``output_path`` the images (after ``fields``) are returned to XCom; past
@@ -129,8 +131,12 @@ class CloudflareImagesListOperator(BaseOperator):
 
     The upload-time window is half-open, ``uploaded_after <= uploaded < uploaded_before``,
     so ``{{ data_interval_start }}`` .. ``{{ data_interval_end }}`` gives consecutive runs
-    that neither overlap nor leave gaps. With ``settle``, the window is held back by that
-    much (both bounds, so consecutive runs still tile time): an image that shows up in
+    that neither overlap nor leave gaps, on a data-interval timetable
+    (``CronDataIntervalTimetable``): a cron string schedule has zero-length intervals in
+    Airflow 3, and equal bounds are rejected with an error that says so. A run triggered
+    by hand has no data interval: a bound templated from a value the run does not have
+    fails the task (without retries) naming the argument. With ``settle``, the window is held
+    back by that much (both bounds, so consecutive runs still tile time): an image that shows up in
     listings after its ``uploaded`` time (a direct creator upload completes later) is still
     inside a window that has not been exported yet.
 
@@ -190,6 +196,7 @@ class CloudflareImagesListOperator(BaseOperator):
         "output_format",
     )
     template_fields_renderers = {"fields": "json", "meta_filters": "json"}
+    bound_fields = ("uploaded_after", "uploaded_before")
     ui_color = "#f6821f"
 
     def __init__(
@@ -244,7 +251,12 @@ class CloudflareImagesListOperator(BaseOperator):
         )
 
     def execute(self, context: Context) -> list[dict[str, Any]] | dict[str, Any]:
-        plan = self._plan(rendered=True)
+        try:
+            plan = self._plan(rendered=True)
+        except EmptyWindowError as err:
+            raise CloudflareImagesConfigError(
+                str(EmptyWindowError(err.instant, timetable=_timetable_of(self)))
+            ) from None
         if plan.target is not None:
             plan.target.check_filesystem()
         try:
@@ -423,6 +435,16 @@ class ListingProgress:
             destination,
             written,
         )
+
+
+def _timetable_of(task: BaseOperator) -> str | None:
+    """The task's DAG's timetable in words (``CronTriggerTimetable('0 * * * *')``)."""
+    timetable = getattr(task.dag, "timetable", None) if task.has_dag() else None
+    if timetable is None:
+        return None
+    expression = getattr(timetable, "expression", None) or getattr(timetable, "_expression", None)
+    name = type(timetable).__name__
+    return f"{name}({expression!r})" if isinstance(expression, str) else name
 
 
 def _check_conn_id(value: Any) -> None:

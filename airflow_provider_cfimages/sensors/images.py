@@ -20,6 +20,7 @@ from airflow_provider_cfimages.sensors.conditions import (
     ImageConditions,
 )
 from airflow_provider_cfimages.triggers.images import CloudflareImagesTrigger
+from airflow_provider_cfimages.utils.templates import ExplainsUndefinedTemplates
 from airflow_provider_cfimages.utils.validation import check_whole, is_absent, is_unrendered
 from airflow_provider_cfimages.version_compat import AirflowSkipException, conf
 
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 # What an unset Jinja value renders to; treated as "not given".
 
 
-class CloudflareImagesSensor(BaseSensorOperator):
+class CloudflareImagesSensor(ExplainsUndefinedTemplates, BaseSensorOperator):
     """Wait until images exist in Cloudflare Images; every condition given must hold.
 
     Conditions: every id in ``image_ids`` exists (a direct creator upload still waiting for
@@ -56,7 +57,9 @@ class CloudflareImagesSensor(BaseSensorOperator):
         matches, e.g. ``"batch-42-*.jpg"``. Without ``uploaded_after`` it searches the newest
         ``max_pages`` pages (at most 1000 images each). (templated)
     :param uploaded_after: matching images were uploaded at or after this instant, e.g.
-        ``"{{ data_interval_start }}"``. (templated)
+        ``"{{ dag_run.run_after }}"`` (every run has it; ``data_interval_start`` is undefined
+        in a run triggered by hand, and such a template fails the task naming this
+        argument). (templated)
     :param min_count: at least this many images must match ``uploaded_after`` / ``creator`` /
         ``filename``.
     :param creator: matching images have this creator (narrows ``uploaded_after`` /
@@ -80,6 +83,7 @@ class CloudflareImagesSensor(BaseSensorOperator):
         "meta_filters",
     )
     template_fields_renderers = {"image_ids": "json", "meta_filters": "json"}
+    bound_fields = ("uploaded_after",)
     ui_color = "#f6821f"
 
     def __init__(

@@ -205,12 +205,15 @@ def test_reconcile_takes_the_whole_manifest_from_the_asset_event() -> None:
 def test_wait_for_uploads_passes_new_images_downstream(
     dag_runner: DagRunner, emu: EmulatorServer, airflow_env: Path
 ) -> None:
-    logical_date = pendulum.now("UTC").start_of("day")
+    # The sensor waits for uploads since the run was due (run_after): a scheduled run
+    # of yesterday's date, run now, finds today's upload.
+    due = pendulum.now("UTC").start_of("day").subtract(days=1)
     image = emu.backend.upload_image(file=b"x", filename="fresh.jpg")
     run = dag_runner.run(
         example("cfimages_wait_for_uploads"),
         "cfimages_wait_for_uploads",
-        logical_date=logical_date.subtract(days=1),
+        logical_date=due,
+        run_after=due,
     )
     assert run.state == "success"
     xcoms = dag_runner.xcoms(run)

@@ -49,6 +49,7 @@ INSTALL_HINT = f'pip install "airflow-provider-cfimages[{PARQUET_EXTRA}]"'
 ROW_GROUP_BYTES = 3_000_000
 #: ... or once it holds this many images (small images).
 ROW_GROUP_ROWS = 100_000
+#: The image fields the API sends, each a typed column (and, in order, the CSV columns).
 TYPED_COLUMNS: tuple[str, ...] = (
     "id",
     "filename",

@@ -32,7 +32,11 @@ from airflow_provider_cfimages.inventory.location import (
     protocol_of,
     storage_path,
 )
-from airflow_provider_cfimages.inventory.parquet import check_uncompressed, require_pyarrow
+from airflow_provider_cfimages.inventory.parquet import (
+    TYPED_COLUMNS,
+    check_uncompressed,
+    require_pyarrow,
+)
 from airflow_provider_cfimages.utils.timestamps import parse_uploaded
 from airflow_provider_cfimages.utils.validation import list_from_text
 
@@ -43,16 +47,9 @@ log = logging.getLogger(__name__)
 
 InventoryFormat = Literal["jsonl", "csv", "json", "parquet"]
 INVENTORY_FORMATS: tuple[InventoryFormat, ...] = ("jsonl", "csv", "json", "parquet")
-#: The CSV columns, in order, when ``fields`` does not choose them.
-CSV_COLUMNS: tuple[str, ...] = (
-    "id",
-    "filename",
-    "uploaded",
-    "requireSignedURLs",
-    "creator",
-    "meta",
-    "variants",
-)
+#: The CSV columns, in order, when ``fields`` does not choose them: the image fields the
+#: API sends, the same ones Parquet gives typed columns.
+CSV_COLUMNS: tuple[str, ...] = TYPED_COLUMNS
 GZIP_SUFFIX = ".gz"
 # Level 3 makes files a little larger than zlib's default level 6 in about half its CPU
 # (the writes are synchronous, so that CPU adds to each page). The header has no file name

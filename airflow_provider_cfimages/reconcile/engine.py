@@ -451,13 +451,7 @@ class _Comparison:
             "GROUP BY key, id ORDER BY key, coalesce(id, key)"
         )
         for stored_key, image_id, uploaded, _ in self.connection.execute(query):
-            key = _text(stored_key)
-            yield {
-                "kind": UNEXPECTED,
-                "key": key,
-                "id": key if image_id is None else _text(image_id),
-                "uploaded": _value(uploaded),
-            }
+            yield _live_row(UNEXPECTED, stored_key, image_id, uploaded)
 
     def drifted(self) -> Iterator[Row]:
         """Live images whose meta differs from their key's expected one, by key and id.
@@ -472,15 +466,10 @@ class _Comparison:
             "GROUP BY a.key, a.id ORDER BY a.key, coalesce(a.id, a.key)"
         )
         for stored_key, image_id, uploaded, meta, wanted, _ in self.connection.execute(query):
-            key = _text(stored_key)
-            yield {
-                "kind": DRIFTED,
-                "key": key,
-                "id": key if image_id is None else _text(image_id),
-                "uploaded": _value(uploaded),
-                "expected_meta": decode_meta(wanted),
-                "actual_meta": decode_meta(meta),
-            }
+            row = _live_row(DRIFTED, stored_key, image_id, uploaded)
+            row["expected_meta"] = decode_meta(wanted)
+            row["actual_meta"] = decode_meta(meta)
+            yield row
 
     def distinct_expected(self) -> int:
         """How many distinct keys the expected side holds."""
@@ -534,6 +523,20 @@ def _sql_text(text: str) -> str | bytes:
 def _text(blob: bytes) -> str:
     """The text :func:`_sql_text` stored."""
     return blob.decode("utf-8", "surrogatepass")
+
+
+def _live_row(kind: str, stored_key: bytes, image_id: bytes | None, uploaded: Any) -> Row:
+    """The result row of a live image, by its stored key, id and upload time.
+
+    An image listed without an id is reported under its key.
+    """
+    key = _text(stored_key)
+    return {
+        "kind": kind,
+        "key": key,
+        "id": key if image_id is None else _text(image_id),
+        "uploaded": _value(uploaded),
+    }
 
 
 def _sql_value(value: Any) -> str | bytes | None:

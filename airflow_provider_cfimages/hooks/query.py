@@ -24,7 +24,7 @@ from airflow_provider_cfimages.hooks.meta_filters import (
     parse_meta_filters,
 )
 from airflow_provider_cfimages.utils.templates import undefined_value_message
-from airflow_provider_cfimages.utils.validation import is_absent
+from airflow_provider_cfimages.utils.validation import check_choice, is_absent
 
 SortOrder = Literal["asc", "desc"]
 SORT_ORDERS: tuple[SortOrder, ...] = ("asc", "desc")
@@ -230,12 +230,8 @@ def _per_page(value: Any) -> int:
 
 
 def _sort_order(value: Any) -> SortOrder:
-    text = value.strip().lower() if isinstance(value, str) else value
-    if text not in SORT_ORDERS:
-        raise ValueError(
-            f"sort_order must be 'asc' (oldest first) or 'desc' (newest first); got {value!r}."
-        )
-    return text
+    expected = "'asc' (oldest first) or 'desc' (newest first)"
+    return check_choice("sort_order", value, SORT_ORDERS, expected=expected, error=ValueError)
 
 
 def _creator(value: Any) -> str | None:

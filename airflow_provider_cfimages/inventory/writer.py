@@ -38,7 +38,7 @@ from airflow_provider_cfimages.inventory.parquet import (
     require_pyarrow,
 )
 from airflow_provider_cfimages.utils.timestamps import parse_uploaded
-from airflow_provider_cfimages.utils.validation import list_from_text
+from airflow_provider_cfimages.utils.validation import check_choice, list_from_text
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer  # collections.abc.Buffer from Python 3.12
@@ -231,13 +231,8 @@ def _check_output_path(output_path: Any) -> str:
 
 
 def _check_format(output_format: Any) -> InventoryFormat:
-    text = output_format.strip().lower() if isinstance(output_format, str) else output_format
-    if text not in INVENTORY_FORMATS:
-        raise CloudflareImagesConfigError(
-            f"output_format must be one of {list(INVENTORY_FORMATS)} (or None to infer it "
-            f"from output_path's suffix); got {output_format!r}."
-        )
-    return text
+    expected = f"one of {list(INVENTORY_FORMATS)} (or None to infer it from output_path's suffix)"
+    return check_choice("output_format", output_format, INVENTORY_FORMATS, expected=expected)
 
 
 def _reject_other_compression(name: str, uri: str) -> None:

@@ -50,6 +50,28 @@ def check_positive(name: str, value: Any, *, expected: str = "a positive number"
     return float(value)
 
 
+def check_choice(
+    name: str,
+    value: Any,
+    choices: tuple[str, ...],
+    *,
+    expected: str,
+    error: type[Exception] = CloudflareImagesConfigError,
+) -> Any:
+    """Return ``value`` (stripped and lower-cased) if it is one of ``choices``; else raise.
+
+    :param name: the argument, for the message.
+    :param value: what was given.
+    :param choices: the values allowed, in lower case.
+    :param expected: how the message describes a valid value.
+    :param error: the exception to raise.
+    """
+    text = value.strip().lower() if isinstance(value, str) else value
+    if text not in choices:
+        raise error(f"{name} must be {expected}; got {value!r}.")
+    return text
+
+
 def list_from_text(name: str, text: str) -> Any:
     """Read back a list that a template rendered as text: JSON, or Python's ``repr``.
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_cfimages.exceptions import CloudflareImagesConfigError
-from airflow_provider_cfimages.utils.validation import check_positive, check_whole
+from airflow_provider_cfimages.utils.validation import check_choice, check_positive, check_whole
 
 
 @pytest.mark.parametrize("value", [0, -1, -0.5, math.nan, math.inf, True, "5", None, [1]])
@@ -38,3 +38,16 @@ def test_check_whole_refuses_non_integers_and_values_below_the_minimum(value: An
 def test_check_whole_returns_the_value() -> None:
     assert check_whole("max_retries", 0, minimum=0) == 0
     assert check_whole("sample_size", 7, minimum=1) == 7
+
+
+@pytest.mark.parametrize(("value", "expected"), [("asc", "asc"), (" DESC ", "desc")])
+def test_check_choice_returns_the_stripped_lower_case_choice(value: str, expected: str) -> None:
+    assert check_choice("order", value, ("asc", "desc"), expected="asc or desc") == expected
+
+
+@pytest.mark.parametrize("value", ["up", "", None, 1, ["asc"]])
+def test_check_choice_names_the_argument_and_raises_the_given_error(value: Any) -> None:
+    with pytest.raises(CloudflareImagesConfigError, match=r"^order must be asc or desc; got "):
+        check_choice("order", value, ("asc", "desc"), expected="asc or desc")
+    with pytest.raises(KeyError, match=r"order must be asc or desc"):
+        check_choice("order", value, ("asc", "desc"), expected="asc or desc", error=KeyError)

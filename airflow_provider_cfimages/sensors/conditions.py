@@ -16,7 +16,7 @@ import datetime as dt
 import fnmatch
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_cfimages.exceptions import (
@@ -123,12 +123,38 @@ class ImageConditions:
         conditions._check_combination(given_uploaded_after=uploaded_after)
         return conditions
 
+    @classmethod
+    def from_attributes(cls, holder: Any) -> ImageConditions:
+        """:meth:`build` the conditions from ``holder``'s attributes of the same names.
+
+        :param holder: an object (the sensor, the trigger) with an attribute for each field,
+            holding what was given for it.
+        """
+        return cls.build(**{item.name: getattr(holder, item.name) for item in fields(cls)})
+
     @property
     def lists_images(self) -> bool:
         """Whether ``filename``, ``uploaded_after`` or ``meta_filters`` is set."""
         return (
             self.filename is not None or self.uploaded_after is not None or bool(self.meta_filters)
         )
+
+    def to_kwargs(self) -> dict[str, Any]:
+        """The :meth:`build` arguments that give these conditions again, all JSON-safe.
+
+        The sensor defers with them, so its trigger checks the same conditions.
+        """
+        after = self.uploaded_after
+        return {
+            "image_ids": list(self.image_ids) or None,
+            "filename": self.filename,
+            "uploaded_after": after.isoformat() if after is not None else None,
+            "min_count": self.min_count,
+            "creator": self.creator,
+            "per_page": self.per_page,
+            "max_pages": self.max_pages,
+            "meta_filters": self.meta_filters.to_mapping() or None,
+        }
 
     def listing_query(self) -> ImageQuery:
         """The newest-first listing that the listing conditions search."""

@@ -206,34 +206,16 @@ class CloudflareImagesSensor(ExplainsUndefinedTemplates, BaseSensorOperator):
             self.hook.cancel()
 
     def _trigger(self) -> CloudflareImagesTrigger:
-        conditions = self.conditions
-        after = conditions.uploaded_after
         return CloudflareImagesTrigger(
             cloudflare_images_conn_id=self.cloudflare_images_conn_id,
             account_id=_given(self.account_id),
-            image_ids=list(conditions.image_ids) or None,
-            filename=conditions.filename,
-            uploaded_after=after.isoformat() if after is not None else None,
-            min_count=conditions.min_count,
-            creator=conditions.creator,
-            per_page=conditions.per_page,
-            max_pages=conditions.max_pages,
             max_images=self.max_images_in_xcom,
             poke_interval=self.poke_interval,
-            meta_filters=conditions.meta_filters.to_mapping() or None,
+            **self.conditions.to_kwargs(),
         )
 
     def _build_conditions(self) -> ImageConditions:
-        return ImageConditions.build(
-            image_ids=self.image_ids,
-            filename=self.filename,
-            uploaded_after=self.uploaded_after,
-            min_count=self.min_count,
-            creator=self.creator,
-            per_page=self.per_page,
-            max_pages=self.max_pages,
-            meta_filters=self.meta_filters,
-        )
+        return ImageConditions.from_attributes(self)
 
     def _check_conditions_early(self) -> None:
         """Check the conditions when the DAG is parsed, if no value waits for a template."""

@@ -77,18 +77,9 @@ class CloudflareImagesTrigger(BaseTrigger):
         self.max_pages = max_pages
         self.max_images = max_images
         self.poke_interval = float(poke_interval)
-        self.meta_filters = meta_filters or None
+        self.meta_filters = meta_filters
         # Checked here so a bad value fails the task when it defers, not later in the triggerer.
-        self.conditions = ImageConditions.build(
-            image_ids=self.image_ids,
-            filename=filename,
-            uploaded_after=uploaded_after,
-            min_count=min_count,
-            creator=creator,
-            per_page=per_page,
-            max_pages=max_pages,
-            meta_filters=meta_filters,
-        )
+        self.conditions = ImageConditions.from_attributes(self)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Return the import path and the ``__init__`` arguments (all JSON-safe)."""
@@ -106,7 +97,7 @@ class CloudflareImagesTrigger(BaseTrigger):
                 "max_pages": self.max_pages,
                 "max_images": self.max_images,
                 "poke_interval": self.poke_interval,
-                "meta_filters": self.meta_filters,
+                "meta_filters": self.meta_filters or None,
             },
         )
 

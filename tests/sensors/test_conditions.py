@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import types
 
 import pytest
 
@@ -172,3 +174,40 @@ def test_only_rate_limits_and_server_errors_are_transient(
     error: CloudflareImagesAPIError, transient: bool
 ) -> None:
     assert is_transient(error) is transient
+
+
+def test_to_kwargs_builds_the_same_conditions_again_and_is_json_safe() -> None:
+    conditions = ImageConditions.build(
+        image_ids="a, b",
+        filename="batch-*.jpg",
+        uploaded_after="2026-01-02T03:04:05Z",
+        min_count=2,
+        creator="c1",
+        per_page=100,
+        max_pages=None,
+        meta_filters={"status": "ready"},
+    )
+    kwargs = conditions.to_kwargs()
+    assert json.loads(json.dumps(kwargs)) == kwargs
+    assert kwargs["image_ids"] == ["a", "b"]
+    assert ImageConditions.build(**kwargs) == conditions
+    assert ImageConditions(image_ids=("a",)).to_kwargs()["meta_filters"] is None
+
+
+def test_from_attributes_builds_from_the_attributes_of_the_field_names() -> None:
+    holder = types.SimpleNamespace(
+        image_ids=None,
+        filename="x-*",
+        uploaded_after=None,
+        min_count=3,
+        creator=None,
+        per_page=50,
+        max_pages=2,
+        meta_filters=None,
+    )
+    assert ImageConditions.from_attributes(holder) == ImageConditions(
+        filename="x-*", min_count=3, per_page=50, max_pages=2
+    )
+    holder.min_count = 0
+    with pytest.raises(CloudflareImagesConfigError, match="min_count"):
+        ImageConditions.from_attributes(holder)

@@ -450,8 +450,7 @@ class FaultPlan:
                 if not rule.matches(method, api_path, full_path):
                     continue
                 if rule.kind == "random_fail":
-                    assert rule.rng is not None
-                    if rule.rng.random() < rule.rate:
+                    if rule.rng is not None and rule.rng.random() < rule.rate:
                         rule.fired += 1
                         fail = (rule.rng.choice(rule.statuses), True, None)
                         names.append(f"fail:{fail[0]}")

@@ -23,8 +23,8 @@ def storage_path(uri: str) -> Any:
     ``airflow.sdk.ObjectStoragePath``.
 
     The first time ObjectStoragePath opens anything it registers every installed provider's
-    filesystem: 1.4 s (measured) with the amazon provider installed, which imports boto3,
-    spent on each task even for a local file. Plain paths skip that; URIs (``file://``
+    filesystem (with the amazon provider installed, that imports boto3), a cost paid on
+    each task even for a local file. Plain paths skip that; URIs (``file://``
     included, which may carry a connection id) keep ObjectStoragePath's semantics.
 
     :param uri: an absolute local path or a URI.

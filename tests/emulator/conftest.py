@@ -27,3 +27,27 @@ def session(emulator: EmulatorServer) -> Iterator[requests.Session]:
     with requests.Session() as client:
         client.headers.update(emulator.auth_headers())
         yield client
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A clock for ``FaultPlan(clock=...)``, moved by hand (``clock.now += ...``)."""
+    return FakeClock()
+
+
+@pytest.fixture
+def client(emu: EmulatorServer) -> Iterator[requests.Session]:
+    """A ``requests`` session authenticated against the module's ``emu`` emulator."""
+    with requests.Session() as session:
+        session.headers.update(emu.auth_headers())
+        yield session

@@ -11,24 +11,10 @@ import pytest
 import requests
 
 from airflow_provider_cfimages.emulator import EmulatorServer, FaultPlan
+from tests.emulator.conftest import FakeClock
 from tests.emulator.openapi import OpenAPIResponses
 
 LIST_V2 = "/accounts/{account_id}/images/v2"
-
-
-class FakeClock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture
@@ -36,13 +22,6 @@ def emu(clock: FakeClock) -> Iterator[EmulatorServer]:
     """100 images (10 pages of 10), faults on a hand-moved clock."""
     with EmulatorServer(images=100, seed=5, faults=FaultPlan(clock=clock)) as server:
         yield server
-
-
-@pytest.fixture
-def client(emu: EmulatorServer) -> Iterator[requests.Session]:
-    with requests.Session() as session:
-        session.headers.update(emu.auth_headers())
-        yield session
 
 
 def page(client: requests.Session, emu: EmulatorServer, **params: Any) -> requests.Response:

@@ -9,26 +9,14 @@ import requests
 
 from airflow_provider_cfimages.emulator import EmulatorServer, FaultPlan
 from airflow_provider_cfimages.emulator.batch import BatchTokens
+from tests.emulator.conftest import FakeClock
 from tests.emulator.test_cli import cli
-from tests.emulator.test_faults import FakeClock
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture
 def emu(clock: FakeClock) -> Iterator[EmulatorServer]:
     with EmulatorServer(images=30, seed=4, faults=FaultPlan(clock=clock)) as server:
         yield server
-
-
-@pytest.fixture
-def client(emu: EmulatorServer) -> Iterator[requests.Session]:
-    with requests.Session() as session:
-        session.headers.update(emu.auth_headers())
-        yield session
 
 
 def stats(client: requests.Session, emu: EmulatorServer) -> requests.Response:
